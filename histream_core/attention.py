@@ -1,0 +1,74 @@
+"""Attention backends: sageattention (lazy, optional, CUDA fp16/bf16 only) with a torch SDPA fallback.
+
+Choose with `set_backend()` or the env var HISTREAM_ATTENTION = auto | sdpa | sageattention. Masked attention
+(the reference block-causal forward) always uses SDPA. All tensors are [B, S, heads, head_dim].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("histream")
+BACKENDS = ("auto", "sdpa", "sageattention")
+
+_state = {"backend": None, "sage": None, "sage_failed": False}
+
+
+def set_backend(name: str | None) -> None:
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"attention backend {name!r} is unknown; choose one of {list(BACKENDS)}")
+    _state["backend"] = name
+
+
+def current_backend() -> str:
+    name = _state["backend"] or os.environ.get("HISTREAM_ATTENTION", "auto")
+    if name not in BACKENDS:
+        raise ValueError(f"HISTREAM_ATTENTION={name!r} is unknown; choose one of {list(BACKENDS)}")
+    return name
+
+
+def _load_sage():
+    if _state["sage"] is None and not _state["sage_failed"]:
+        try:
+            from sageattention import sageattn  # noqa: PLC0415 - optional, imported lazily
+
+            _state["sage"] = sageattn
+        except (ImportError, OSError, RuntimeError) as exc:
+            _state["sage_failed"] = True
+            log.info("sageattention unavailable (%s); using torch SDPA", exc)
+    return _state["sage"]
+
+
+def sage_available() -> bool:
+    return torch.cuda.is_available() and _load_sage() is not None
+
+
+def _use_sage(q: torch.Tensor, mask) -> bool:
+    backend = current_backend()
+    if backend == "sdpa" or mask is not None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if _load_sage() is None:
+        if backend == "sageattention":
+            log.warning("sageattention was requested but cannot be imported; falling back to torch SDPA")
+        return False
+    return True
+
+
+def sdpa(q, k, v, mask=None):
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v; `mask` is a boolean [Sq, Sk] (True = attend)."""
+    if _use_sage(q, mask):
+        try:
+            return _state["sage"](q, k, v, tensor_layout="NHD", is_causal=False)
+        except RuntimeError as exc:  # e.g. an unsupported GPU arch: disable for the session
+            _state["sage_failed"], _state["sage"] = True, None
+            log.warning("sageattention failed (%s); using torch SDPA from now on", exc)
+    return sdpa(q, k, v, mask)

@@ -1,0 +1,176 @@
+"""Anchor + sliding-window self-attention KV cache for one resolution (DESIGN §3 step 5, paper §3.3).
+
+Buffer layout per layer, in frames: [anchor (A) | window entries, oldest → newest | current chunk]. The committed
+part is always a contiguous prefix, so attention reads a view (no concatenation). Buffers are allocated once at
+their final size (anchor + window·chunk + chunk frames) and written in place; evicting the oldest window entry
+moves the newer entries down by its length, so memory never depends on the video length.
+
+Two RoPE position modes for the cached keys:
+- `absolute` (Self-Forcing): keys are stored rotated at their absolute frame index.
+- `cache_relative`: keys are stored un-rotated and rotated at read time by their place in the buffer, anchor
+  first; queries sit right after the cache. Positions stay bounded, so any length works. Until the first
+  eviction the place in the buffer *is* the absolute index, so both modes agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .attention import attention
+from .rope import Rope3D, apply_rope
+
+
+@dataclass
+class _Entry:
+    frame_start: int  # absolute latent frame index
+    frames: int
+
+
+class KVCache:
+    def __init__(self, *, num_layers: int, batch: int, heads: int, head_dim: int, grid_hw: tuple[int, int],
+                 anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int,
+                 rope: Rope3D, position_mode: str = "cache_relative", device=None, dtype=torch.float32,
+                 name: str = "cache"):
+        self.name = name
+        self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
+        self.grid_hw = grid_hw
+        self.tokens_per_frame = grid_hw[0] * grid_hw[1]
+        self.anchor_frames = anchor_frames
+        self.window_chunks = window_chunks
+        self.chunk_frames = chunk_frames
+        if window_chunks is None:
+            self.capacity_frames = total_frames
+        else:
+            self.capacity_frames = min(total_frames, anchor_frames + (window_chunks + 1) * chunk_frames)
+        self.rope, self.position_mode = rope, position_mode
+        self.device, self.dtype = device, dtype
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.reset()
+
+    # ---- lifetime --------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.num_layers, self.batch, self.capacity_frames * self.tokens_per_frame, self.heads, self.head_dim)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by K and V (0 when not allocated)."""
+        if self.k is None:
+            return 0
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+    def planned_nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return 2 * n * torch.empty((), dtype=self.dtype).element_size()
+
+    def allocate(self) -> KVCache:
+        if self.k is None:
+            self.k = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+            self.v = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        self.reset()
+        return self
+
+    def release(self) -> None:
+        self.k = self.v = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the contents (keeps the buffers)."""
+        self.anchor_filled = 0
+        self.entries: list[_Entry] = []
+        self.current: _Entry | None = None
+
+    # ---- bookkeeping -----------------------------------------------------------------------------------------
+    @property
+    def committed_frames(self) -> int:
+        return self.anchor_filled + sum(e.frames for e in self.entries)
+
+    def committed_positions(self) -> list[int]:
+        """Absolute frame index of every committed buffer frame, in buffer order."""
+        pos = list(range(self.anchor_filled))
+        for e in self.entries:
+            pos.extend(range(e.frame_start, e.frame_start + e.frames))
+        return pos
+
+    def begin(self, frame_start: int, frames: int) -> None:
+        """Open the current chunk; evict the oldest window entries so the window keeps `window_chunks` of them."""
+        if self.k is None:
+            raise RuntimeError(f"{self.name}: allocate() the cache before use")
+        if self.current is not None and self.current.frame_start == frame_start:
+            return  # same chunk, another step
+        if self.window_chunks is not None:
+            while len(self.entries) > self.window_chunks:
+                self._evict_oldest()
+        if self.committed_frames + frames > self.capacity_frames:
+            raise RuntimeError(f"{self.name}: chunk of {frames} frames does not fit "
+                               f"({self.committed_frames}/{self.capacity_frames} frames used)")
+        self.current = _Entry(frame_start, frames)
+
+    def commit(self) -> None:
+        """The current chunk's K/V (last written) become part of the cache: anchor first, then a window entry."""
+        cur = self.current
+        if cur is None:
+            raise RuntimeError(f"{self.name}: nothing to commit")
+        to_anchor = max(0, min(cur.frames, self.anchor_frames - self.anchor_filled))
+        if to_anchor and self.entries:
+            raise RuntimeError(f"{self.name}: anchor frames must come before window entries")
+        self.anchor_filled += to_anchor
+        if cur.frames > to_anchor:
+            self.entries.append(_Entry(cur.frame_start + to_anchor, cur.frames - to_anchor))
+        self.current = None
+
+    def _evict_oldest(self) -> None:
+        old = self.entries.pop(0)
+        t, a = self.tokens_per_frame, self.anchor_filled
+        shift, src, end = old.frames * t, (a + old.frames) * t, (a + old.frames + sum(
+            e.frames for e in self.entries)) * t
+        # move newer entries down in pieces no longer than the gap, so source and target never overlap
+        dst = a * t
+        while src < end:
+            n = min(shift, end - src)
+            for buf in (self.k, self.v):
+                buf[:, :, dst:dst + n].copy_(buf[:, :, src:src + n])
+            src, dst = src + n, dst + n
+
+    # ---- attention -------------------------------------------------------------------------------------------
+    def query_positions(self) -> list[int]:
+        cur = self.current
+        if self.position_mode == "absolute":
+            return list(range(cur.frame_start, cur.frame_start + cur.frames))
+        c = self.committed_frames
+        return list(range(c, c + cur.frames))
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Write the current chunk's (un-rotated) k, v for `layer`, then attend q over cache + current chunk."""
+        h, w = self.grid_hw
+        start = self.committed_frames * self.tokens_per_frame
+        end = start + k.shape[1]
+        q_cos, q_sin = self.rope.angles(self.query_positions(), h, w, q.device)
+        q = apply_rope(q, q_cos, q_sin)
+        if self.position_mode == "absolute":
+            self.k[layer, :, start:end] = apply_rope(k, q_cos, q_sin)
+            self.v[layer, :, start:end] = v
+            return attention(q, self.k[layer, :, :end], self.v[layer, :, :end])
+        self.k[layer, :, start:end] = k
+        self.v[layer, :, start:end] = v
+        k_cos, k_sin = self.rope.angles(range(end // self.tokens_per_frame), h, w, q.device)
+        return attention(q, apply_rope(self.k[layer, :, :end], k_cos, k_sin), self.v[layer, :, :end])
+
+
+class TextCache:
+    """Cross-attention K/V of the text, computed once per prompt for every layer."""
+
+    def __init__(self, kv: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.kv = kv
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.kv[layer]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)

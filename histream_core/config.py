@@ -1,0 +1,225 @@
+"""Typed configs: the Wan2.1 DiT shape (`WanConfig`) and a HiStream generation plan (`HiStreamConfig`).
+
+Field names of `WanConfig` are Wan2.1's own, so a config can be read off a checkpoint and compared with the
+official `config.json`. `HiStreamConfig` validates everything a user can type and names the nearest valid value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from .schedule import ChunkSchedule, StepPlan, self_forcing_sigmas
+
+VAE_STRIDE_T = 4  # pixel frames per latent frame (after the first)
+VAE_STRIDE_S = 8  # pixels per latent cell
+ROPE_TABLE_FRAMES = 1024  # Self-Forcing's absolute RoPE table length (latent frames)
+TRAINING_SIZE = (832, 480)  # width, height the public Self-Forcing weights were trained at
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256
+    text_dim: int = 4096
+    text_len: int = 512
+    in_dim: int = 16
+    out_dim: int = 16
+    num_heads: int = 12
+    num_layers: int = 30
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim {self.head_dim} must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def rope_axes(self) -> tuple[int, int, int]:
+        """Per-axis RoPE widths (t, h, w): 44/42/42 for head_dim 128, as in Wan2.1."""
+        d = self.head_dim
+        return d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6)
+
+    def kv_bytes_per_token(self, bytes_per_elem: int = 2) -> int:
+        """Self-attention K+V bytes one token costs in the cache, over all layers."""
+        return 2 * self.num_layers * self.dim * bytes_per_elem
+
+    @classmethod
+    def preset(cls, name: str) -> WanConfig:
+        try:
+            return WAN_PRESETS[name]
+        except KeyError:
+            raise ConfigError(f"unknown Wan preset {name!r}; choose one of {sorted(WAN_PRESETS)}") from None
+
+
+WAN_PRESETS = {
+    "1.3B": WanConfig(),
+    "14B": WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+    # dim 128 with one 128-wide head: ComfyUI's detector infers num_heads = dim // 128, text_dim stays 4096.
+    "tiny": WanConfig(dim=128, ffn_dim=256, freq_dim=32, num_heads=1, num_layers=2),
+    # the smallest model for exactness tests (not loadable by ComfyUI: 2 heads of 32)
+    "micro": WanConfig(dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=2, num_layers=2),
+}
+
+POSITION_MODES = ("cache_relative", "absolute")
+UPSAMPLE_METHODS = ("nearest-exact", "bilinear", "bicubic", "area", "nearest")
+DOWNSAMPLE_METHODS = ("area", "bilinear", "bicubic", "nearest-exact")
+CACHE_UPDATES = ("clean_pass", "last_step")
+
+
+def _nearest_valid(value: int, ok) -> tuple[int, int]:
+    lo = value
+    while lo > 0 and not ok(lo):
+        lo -= 1
+    hi = value
+    while not ok(hi):
+        hi += 1
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class HiStreamConfig:
+    """One generation: the video, the chunk plan (temporal), the resolutions (spatial) and the steps (timestep)."""
+
+    width: int = 1920
+    height: int = 1088
+    num_frames: int = 81  # pixel frames, 1 + 4k
+    batch_size: int = 1
+    chunk_frames: int = 3  # latent frames per chunk
+    anchor_frames: int | None = None  # latent frames kept forever; None = the first chunk
+    window_chunks: int | None = 1  # most recent chunks kept besides the anchor; None = unbounded
+    low_res_scale: float = 0.5
+    steps: StepPlan = field(default_factory=lambda: StepPlan.histream())
+    upsample_method: str = "bilinear"
+    downsample_method: str = "area"
+    position_mode: str = "cache_relative"
+    rope_ntk_scale: float = 1.0  # >1 stretches spatial RoPE (NTK-style); 1 = plain positions
+    cache_update: str = "clean_pass"  # clean_pass: extra t=0 forward (Self-Forcing); last_step: reuse final step K/V
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- derived sizes -------------------------------------------------------------------------------------
+    @property
+    def latent_frames(self) -> int:
+        return 1 + (self.num_frames - 1) // VAE_STRIDE_T
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.height // VAE_STRIDE_S, self.width // VAE_STRIDE_S
+
+    @property
+    def low_latent_size(self) -> tuple[int, int]:
+        h, w = self.latent_size
+        return round(h * self.low_res_scale), round(w * self.low_res_scale)
+
+    @property
+    def anchor(self) -> int:
+        a = self.chunk_frames if self.anchor_frames is None else self.anchor_frames
+        return min(a, self.latent_frames)
+
+    @property
+    def uses_low_res(self) -> bool:
+        return any(self.steps.for_chunk(k).n_low > 0 for k in range(self.num_chunks))
+
+    @property
+    def uses_high_res(self) -> bool:
+        return any(self.steps.for_chunk(k).n_high > 0 for k in range(self.num_chunks))
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        """(first latent frame, frame count) per chunk; the last one may be shorter."""
+        out, start = [], 0
+        while start < self.latent_frames:
+            n = min(self.chunk_frames, self.latent_frames - start)
+            out.append((start, n))
+            start += n
+        return out
+
+    @property
+    def num_chunks(self) -> int:
+        return math.ceil(self.latent_frames / self.chunk_frames)
+
+    def latent_shape(self, low: bool = False) -> tuple[int, int, int, int, int]:
+        h, w = self.low_latent_size if low else self.latent_size
+        return self.batch_size, 16, self.latent_frames, h, w
+
+    def with_(self, **changes) -> HiStreamConfig:
+        return replace(self, **changes)
+
+    # ---- validation ----------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        if not isinstance(self.steps, StepPlan):
+            raise ConfigError("steps must be a StepPlan (see histream_core.schedule)")
+        for name in ("width", "height", "num_frames", "batch_size", "chunk_frames"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not 0 < self.low_res_scale <= 1:
+            raise ConfigError(f"low_res_scale must be in (0, 1], got {self.low_res_scale}")
+        if (self.num_frames - 1) % VAE_STRIDE_T:
+            lo = self.num_frames - (self.num_frames - 1) % VAE_STRIDE_T
+            raise ConfigError(f"num_frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): "
+                              f"{self.num_frames} is not; use {lo} or {lo + VAE_STRIDE_T}")
+        for name, side in (("width", self.width), ("height", self.height)):
+            if not self._side_ok(side):
+                lo, hi = _nearest_valid(side, self._side_ok)
+                low = f" and at low-res scale {self.low_res_scale}" if self.uses_low_res else ""
+                raise ConfigError(f"{name} {side} does not fit: sides must be multiples of {self.side_multiple} "
+                                  f"(whole 2x2 patches of 8x VAE cells at full res{low}); use {lo} or {hi}")
+        if self.anchor_frames is not None and self.anchor_frames < 0:
+            raise ConfigError(f"anchor_frames must be >= 0, got {self.anchor_frames}")
+        if self.window_chunks is not None and self.window_chunks < 0:
+            raise ConfigError(f"window_chunks must be >= 0 (or None for unbounded), got {self.window_chunks}")
+        for name, allowed in (("upsample_method", UPSAMPLE_METHODS), ("downsample_method", DOWNSAMPLE_METHODS),
+                              ("position_mode", POSITION_MODES), ("cache_update", CACHE_UPDATES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; choose one of {list(allowed)}")
+        if self.rope_ntk_scale < 1:
+            raise ConfigError(f"rope_ntk_scale must be >= 1 (1 = off), got {self.rope_ntk_scale}")
+        if self.position_mode == "absolute" and self.latent_frames > ROPE_TABLE_FRAMES:
+            raise ConfigError(f"position_mode 'absolute' covers {ROPE_TABLE_FRAMES} latent frames "
+                              f"({1 + 4 * (ROPE_TABLE_FRAMES - 1)} pixel frames); this video has "
+                              f"{self.latent_frames}: use position_mode 'cache_relative' for longer videos")
+
+    @property
+    def side_multiple(self) -> int:
+        m = 16
+        while not (self._side_ok(m)):
+            m += 16
+        return m
+
+    def _side_ok(self, side: int) -> bool:
+        if side <= 0 or side % 16:
+            return False
+        if not self.uses_low_res:
+            return True
+        low = side * self.low_res_scale
+        return abs(low - round(low)) < 1e-9 and round(low) % 16 == 0
+
+    # ---- presets --------------------------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides) -> HiStreamConfig:
+        if name == "self_forcing":
+            base = dict(steps=StepPlan.uniform(ChunkSchedule(self_forcing_sigmas(), n_low=0)), window_chunks=None)
+        elif name == "histream":
+            base = dict(steps=StepPlan.histream())
+        elif name == "histream_plus":
+            base = dict(steps=StepPlan.histream_plus())
+        else:
+            raise ConfigError(f"unknown HiStream preset {name!r}; choose self_forcing, histream or histream_plus")
+        base.update(overrides)
+        return cls(**base)

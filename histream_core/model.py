@@ -1,0 +1,190 @@
+"""Causal Wan2.1 DiT: the full-sequence forward (bidirectional or block-masked) and the chunk forward against a
+KV cache. The math only *calls* Wan-named submodules (`block.self_attn.q(x)`, never `F.linear(x, q.weight)`), so
+it runs unchanged over a host's module tree whose layers cast fp8 weights, stream them, or apply LoRA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import attention
+from .cache import KVCache, TextCache
+from .config import WanConfig
+from .layers import build_wan_modules
+from .rope import Rope3D, apply_rope
+
+WAN_SUBMODULES = ("patch_embedding", "text_embedding", "time_embedding", "time_projection", "blocks", "head")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Wan2.1's timestep embedding: [cos(t·ω), sin(t·ω)] with ω_i = 10000^(-i/half), computed in float32."""
+    half = dim // 2
+    t = t.float()
+    omega = torch.pow(10000.0, -torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    ang = torch.outer(t, omega)
+    return torch.cat([ang.cos(), ang.sin()], dim=1)
+
+
+def frame_mask_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    return frame_mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+
+
+class CausalWanModel(nn.Module):
+    """Wan2.1 T2V DiT with Wan2.1's parameter names. `state_dict()` keys equal the official checkpoint's."""
+
+    def __init__(self, config: WanConfig, device=None, dtype=None, modules: dict[str, nn.Module] | None = None,
+                 compute_dtype: torch.dtype | None = None, rope_ntk_scale: float = 1.0):
+        super().__init__()
+        self.config = config
+        mods = build_wan_modules(config, device, dtype) if modules is None else modules
+        for name in WAN_SUBMODULES:
+            if name not in mods:
+                raise ValueError(f"module tree lacks Wan2.1 submodule {name!r}")
+            setattr(self, name, mods[name])
+        self._compute_dtype = compute_dtype
+        self.rope = Rope3D(config.rope_axes, ntk_scale=rope_ntk_scale)
+
+    @classmethod
+    def over(cls, tree: nn.Module, config: WanConfig, compute_dtype: torch.dtype | None = None) -> CausalWanModel:
+        """Run over an existing Wan-named module tree (shared, not copied): e.g. ComfyUI's `diffusion_model`."""
+        return cls(config, modules={n: getattr(tree, n) for n in WAN_SUBMODULES}, compute_dtype=compute_dtype)
+
+    # ---- dtypes/devices --------------------------------------------------------------------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        if self._compute_dtype is not None:
+            return self._compute_dtype
+        w = self.text_embedding[0].weight
+        return w.dtype if w.dtype in _FLOAT_DTYPES else torch.bfloat16
+
+    @compute_dtype.setter
+    def compute_dtype(self, value):
+        self._compute_dtype = value
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_embedding[0].weight.device
+
+    def set_rope_scale(self, ntk_scale: float) -> None:
+        if self.rope.ntk_scale != ntk_scale:
+            self.rope = Rope3D(self.config.rope_axes, ntk_scale=ntk_scale)
+
+    # ---- shared pieces ---------------------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """[B, C, T, H, W] latents → tokens [B, T·h·w, dim] and the patch grid (T, h, w)."""
+        w = self.patch_embedding.weight
+        in_dtype = w.dtype if w.dtype in _FLOAT_DTYPES else torch.float32
+        tok = self.patch_embedding(x.to(in_dtype)).to(self.compute_dtype)
+        grid = tuple(tok.shape[2:])
+        return tok.flatten(2).transpose(1, 2), grid
+
+    def time_vectors(self, t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps [B] or [B, T] → (e [B, T', dim] for the head, e0 [B, T', 6, dim] for the blocks)."""
+        t = t.reshape(batch, -1)
+        emb = sinusoidal_embedding(self.config.freq_dim, t.flatten()).to(self.compute_dtype)
+        e = self.time_embedding(emb).unflatten(0, t.shape)
+        e0 = self.time_projection(e).unflatten(-1, (6, self.config.dim))
+        return e, e0
+
+    def text_cache(self, context: torch.Tensor) -> TextCache:
+        """Cross-attention K/V of the text for every block (computed once per prompt)."""
+        ctx = self.text_embedding(context.to(self.compute_dtype))
+        b, n = ctx.shape[:2]
+        hd = (self.config.num_heads, self.config.head_dim)
+        kv = []
+        for blk in self.blocks:
+            ca = blk.cross_attn
+            kv.append((ca.norm_k(ca.k(ctx)).view(b, n, *hd), ca.v(ctx).view(b, n, *hd)))
+        return TextCache(kv)
+
+    def _block(self, i: int, x: torch.Tensor, e0: torch.Tensor, frames: int, text: TextCache, self_attend):
+        blk = self.blocks[i]
+        b, s, d = x.shape
+        m = blk.modulation.to(device=x.device, dtype=x.dtype).unsqueeze(0) + e0  # [B, T', 6, dim]
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (m[:, :, j].unsqueeze(2) for j in range(6))
+
+        def per_frame(z):
+            return z.view(b, frames, s // frames, d)
+
+        # self-attention (adaLN-modulated input; gate on the residual)
+        h = (per_frame(blk.norm1(x)) * (1 + scale_sa) + shift_sa).view(b, s, d)
+        sa = blk.self_attn
+        hd = (self.config.num_heads, self.config.head_dim)
+        q = sa.norm_q(sa.q(h)).view(b, s, *hd)
+        k = sa.norm_k(sa.k(h)).view(b, s, *hd)
+        v = sa.v(h).view(b, s, *hd)
+        y = sa.o(self_attend(i, q, k, v).flatten(2))
+        x = (per_frame(x) + per_frame(y) * gate_sa).view(b, s, d)
+        # cross-attention to the cached text K/V
+        ca = blk.cross_attn
+        cq = ca.norm_q(ca.q(blk.norm3(x))).view(b, s, *hd)
+        tk, tv = text[i]
+        x = x + ca.o(attention(cq, tk.expand(b, -1, -1, -1), tv.expand(b, -1, -1, -1)).flatten(2))
+        # feed-forward
+        h = (per_frame(blk.norm2(x)) * (1 + scale_ff) + shift_ff).view(b, s, d)
+        return (per_frame(x) + per_frame(blk.ffn(h)) * gate_ff).view(b, s, d)
+
+    def _head(self, x: torch.Tensor, e: torch.Tensor, grid) -> torch.Tensor:
+        hd = self.head
+        b, s, d = x.shape
+        m = hd.modulation.to(device=x.device, dtype=x.dtype).unsqueeze(0) + e.unsqueeze(2)  # [B, T', 2, dim]
+        shift, scale = m[:, :, 0].unsqueeze(2), m[:, :, 1].unsqueeze(2)
+        y = hd.head((hd.norm(x).view(b, grid[0], -1, d) * (1 + scale) + shift).view(b, s, d))
+        return self.unpatchify(y, grid)
+
+    def unpatchify(self, y: torch.Tensor, grid) -> torch.Tensor:
+        pt, ph, pw = self.config.patch_size
+        f, h, w = grid
+        b = y.shape[0]
+        y = y.view(b, f, h, w, pt, ph, pw, self.config.out_dim)
+        return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.config.out_dim, f * pt, h * ph, w * pw)
+
+    def _run(self, x, t, text: TextCache, self_attend) -> torch.Tensor:
+        b = x.shape[0]
+        tok, grid = self.embed(x)
+        e, e0 = self.time_vectors(t, b)
+        if e0.shape[1] not in (1, grid[0]):
+            raise ValueError(f"per-frame timesteps must have {grid[0]} entries, got {e0.shape[1]}")
+        for i in range(len(self.blocks)):
+            tok = self._block(i, tok, e0, grid[0], text, self_attend)
+        return self._head(tok, e, grid)
+
+    # ---- the three ways to run -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None, *,
+                frame_mask: torch.Tensor | None = None, frame_offset: int = 0,
+                text: TextCache | None = None) -> torch.Tensor:
+        """Full-sequence forward. x [B,16,T,H,W]; t [B] (Wan2.1) or [B,T] per-frame; context [B,L,text_dim].
+
+        `frame_mask` [T,T] bool (True = query frame may attend key frame) gives the block-causal training form
+        (see `masks.py`); RoPE frame positions start at `frame_offset`. Returns the flow prediction v = ε - x0.
+        """
+        text = text if text is not None else self.text_cache(context)
+        f, h, w = x.shape[2] // self.config.patch_size[0], x.shape[3] // self.config.patch_size[1], \
+            x.shape[4] // self.config.patch_size[2]
+        cos, sin = self.rope.angles(range(frame_offset, frame_offset + f), h, w, x.device)
+        mask = None if frame_mask is None else frame_mask_to_tokens(frame_mask.to(x.device), h * w)
+
+        def full_attend(_i, q, k, v):
+            return attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask)
+
+        return self._run(x, t, text, full_attend)
+
+    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, text: TextCache, cache: KVCache,
+                      frame_start: int) -> torch.Tensor:
+        """One chunk against the cache: its K/V are written into the cache's current slot (overwritten by every
+        step; `cache.commit()` keeps the last one), queries attend anchor + window + the chunk itself."""
+        cache.begin(frame_start, x.shape[2] // self.config.patch_size[0])
+        return self._run(x, t, text, cache.attend)
+
+    # ---- helpers ---------------------------------------------------------------------------------------------
+    def new_cache(self, *, batch: int, grid_hw: tuple[int, int], anchor_frames: int, window_chunks: int | None,
+                  chunk_frames: int, total_frames: int, position_mode: str, device=None, dtype=None,
+                  name: str = "cache") -> KVCache:
+        cfg = self.config
+        return KVCache(num_layers=cfg.num_layers, batch=batch, heads=cfg.num_heads, head_dim=cfg.head_dim,
+                       grid_hw=grid_hw, anchor_frames=anchor_frames, window_chunks=window_chunks,
+                       chunk_frames=chunk_frames, total_frames=total_frames, rope=self.rope,
+                       position_mode=position_mode, device=device or self.device,
+                       dtype=dtype or self.compute_dtype, name=name)

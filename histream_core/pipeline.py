@@ -1,0 +1,178 @@
+"""The HiStream chunk loop (DESIGN §3): per chunk, low-res steps against the low-res cache → latent upsample →
+re-noise → high-res steps against the high-res cache → t=0 passes writing both caches → window eviction.
+
+Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised with fresh noise
+to the next σ: x = (1-σ')·x0 + σ'·ε (Self-Forcing's few-step sampler).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .cache import KVCache, TextCache
+from .config import HiStreamConfig
+from .model import CausalWanModel
+from .noise import NoiseSource
+from .resample import resize_latent
+
+log = logging.getLogger("histream")
+
+
+@dataclass
+class StepInfo:
+    """What the per-step callback sees. kind: "denoise" (counts toward progress) or "cache" (a t=0 write)."""
+
+    kind: str
+    chunk: int
+    step: int  # index within the chunk's schedule (-1 for cache writes)
+    global_step: int  # denoising steps done so far, this one included
+    total_steps: int
+    stage: str  # "low" | "high"
+    sigma: float
+    x: torch.Tensor  # the model input at this step
+    x0: torch.Tensor | None  # the predicted clean latent (None for cache writes)
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    frame_start: int
+    latent: torch.Tensor  # [B, 16, frames, H/8, W/8], float32, model (normalised) latent space
+
+
+class HiStreamPipeline:
+    def __init__(self, model: CausalWanModel, config: HiStreamConfig, device=None, cache_dtype=None):
+        self.model, self.config = model, config
+        self.device = torch.device(device) if device is not None else model.device
+        self.cache_dtype = cache_dtype or model.compute_dtype
+        model.set_rope_scale(config.rope_ntk_scale)
+        self.low_cache: KVCache | None = None
+        self.high_cache: KVCache | None = None
+
+    # ---- caches ----------------------------------------------------------------------------------------------
+    def _new_cache(self, low: bool) -> KVCache:
+        cfg, p = self.config, self.model.config.patch_size
+        h, w = cfg.low_latent_size if low else cfg.latent_size
+        return self.model.new_cache(
+            batch=cfg.batch_size, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
+            window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames, total_frames=cfg.latent_frames,
+            position_mode=cfg.position_mode, device=self.device, dtype=self.cache_dtype,
+            name="low-res cache" if low else "high-res cache")
+
+    def plan_caches(self) -> list[KVCache]:
+        """The caches this config needs (not yet allocated), low-res first."""
+        out = []
+        if self.config.uses_low_res:
+            self.low_cache = self.low_cache or self._new_cache(low=True)
+            out.append(self.low_cache)
+        if self.config.uses_high_res:
+            self.high_cache = self.high_cache or self._new_cache(low=False)
+            out.append(self.high_cache)
+        return out
+
+    def cache_nbytes(self) -> int:
+        return sum(c.planned_nbytes() for c in self.plan_caches())
+
+    def allocate(self) -> None:
+        caches = self.plan_caches()
+        for c in caches:
+            c.allocate()
+        log.info("HiStream KV caches: %s", ", ".join(f"{c.name} {c.nbytes / 2**30:.2f} GiB "
+                                                     f"({c.capacity_frames} frames)" for c in caches))
+
+    def release(self) -> None:
+        for c in (self.low_cache, self.high_cache):
+            if c is not None:
+                c.release()
+
+    # ---- generation ------------------------------------------------------------------------------------------
+    def generate(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
+                 noise: Callable | None = None) -> torch.Tensor:
+        """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
+        return torch.cat([c.latent for c in self.stream(context, seed, callback, noise)], dim=2)
+
+    @torch.no_grad()
+    def stream(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
+               noise: Callable | None = None) -> Iterator[ChunkResult]:
+        """Yield each finished chunk as soon as it is done. Caches are allocated here and always released."""
+        cfg = self.config
+        noise = noise or NoiseSource(seed, cfg.batch_size)
+        context = self._check_context(context)
+        self.allocate()
+        try:
+            text = self.model.text_cache(context.to(self.device))
+            done = [0]
+            for k, (start, frames) in enumerate(cfg.chunks):
+                latent = self._chunk(k, start, frames, text, noise, callback, done)
+                yield ChunkResult(k, start, latent)
+        finally:
+            self.release()
+
+    def _check_context(self, context: torch.Tensor) -> torch.Tensor:
+        b, td = self.config.batch_size, self.model.config.text_dim
+        if context.ndim != 3 or context.shape[-1] != td:
+            raise ValueError(f"text context must be [batch, tokens, {td}], got {tuple(context.shape)}: "
+                             f"use the Wan text encoder (umT5-XXL) output")
+        if context.shape[0] not in (1, b):
+            raise ValueError(f"text context batch {context.shape[0]} does not match batch_size {b} (or 1)")
+        return context
+
+    def _predict(self, x, sigma, text, cache, start) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.full((b,), 1000.0 * sigma, device=self.device)
+        v = self.model.forward_chunk(x.to(self.device, self.model.compute_dtype), t, text, cache, start)
+        return x - sigma * v.float()
+
+    def _draw(self, noise, frames, low: bool) -> torch.Tensor:
+        h, w = self.config.low_latent_size if low else self.config.latent_size
+        return noise((self.model.config.in_dim, frames, h, w)).to(self.device)
+
+    def _chunk(self, k, start, frames, text: TextCache, noise, callback, done) -> torch.Tensor:
+        cfg = self.config
+        sched = cfg.steps.for_chunk(k)
+        sig = sched.sigmas
+        total = cfg.steps.total_steps(cfg.num_chunks)
+        last_chunk = k == cfg.num_chunks - 1
+        x0 = x0_low = None
+        x = sig[0] * self._draw(noise, frames, low=sched.n_low > 0)
+        for i, s in enumerate(sig):
+            low = i < sched.n_low
+            if i == sched.n_low and i > 0:  # DRC hand-over: upsample the low-res x0, re-noise at full res
+                x0_low = x0
+                x = (1 - s) * resize_latent(x0, cfg.latent_size, cfg.upsample_method) + s * self._draw(
+                    noise, frames, low=False)
+            elif i > 0:
+                x = (1 - s) * x0 + s * self._draw(noise, frames, low=low)
+            cache = self.low_cache if low else self.high_cache
+            x0 = self._predict(x, s, text, cache, start)
+            done[0] += 1
+            if callback:
+                callback(StepInfo("denoise", k, i, done[0], total, "low" if low else "high", s, x, x0))
+        if sched.n_high == 0:  # all steps at low res: naive upsample for the output
+            x0_low = x0
+            x0 = resize_latent(x0, cfg.latent_size, cfg.upsample_method)
+        if not last_chunk:
+            self._update_caches(k, start, sched, x0, x0_low, text, callback)
+        return x0
+
+    def _update_caches(self, k, start, sched, x0, x0_low, text, callback) -> None:
+        """Write the finished chunk into every cache (paper §3.2: both resolutions keep their own cache)."""
+        cfg = self.config
+        for cache, low in ((self.low_cache, True), (self.high_cache, False)):
+            if cache is None:
+                continue
+            ran_here = sched.n_low > 0 if low else sched.n_high > 0
+            if not (cfg.cache_update == "last_step" and ran_here):
+                if low:
+                    clean = x0_low if sched.n_high == 0 else resize_latent(x0, cfg.low_latent_size,
+                                                                             cfg.downsample_method)
+                else:
+                    clean = x0
+                self._predict(clean, 0.0, text, cache, start)  # t = 0 pass: the clean K/V land in the cache
+                if callback:
+                    callback(StepInfo("cache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
+            cache.commit()
