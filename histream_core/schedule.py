@@ -110,3 +110,19 @@ class StepPlan:
     @classmethod
     def self_forcing(cls, shift: float = DEFAULT_SHIFT) -> StepPlan:
         return cls.uniform(ChunkSchedule(self_forcing_sigmas(shift), n_low=0))
+
+
+def build_step_plan(first_steps: int, first_low: int, later_steps: int, later_low: int,
+                    shift: float = DEFAULT_SHIFT, sigmas=None) -> StepPlan:
+    """A plan from step counts (uniform t, shifted: 4 steps = Self-Forcing's) or from one custom sigma list used
+    for every chunk; `*_low` of each chunk's steps run at low resolution."""
+    if shift <= 0:
+        raise ScheduleError(f"shift must be > 0, got {shift}")
+    if sigmas is not None:
+        custom = sigmas_from_list(sigmas)
+        return StepPlan(ChunkSchedule(custom, first_low), ChunkSchedule(custom, later_low))
+    for name, n in (("first-chunk steps", first_steps), ("later-chunk steps", later_steps)):
+        if n <= 0:
+            raise ScheduleError(f"{name} is {n}: a chunk needs at least one denoising step")
+    return StepPlan(ChunkSchedule(uniform_sigmas(first_steps, shift), first_low),
+                    ChunkSchedule(uniform_sigmas(later_steps, shift), later_low))

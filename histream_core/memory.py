@@ -1,0 +1,38 @@
+"""Memory planning: what a run needs on the device besides the weights (KV caches, text cache, activations)."""
+
+from __future__ import annotations
+
+from .config import HiStreamConfig, WanConfig
+
+
+def cache_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> dict[str, int]:
+    """Self-attention KV bytes of each cache at its final (fixed) size."""
+    out = {}
+    total = hi.latent_frames
+    if hi.window_chunks is None:
+        frames = total
+    else:
+        frames = min(total, hi.anchor + (hi.window_chunks + 1) * hi.chunk_frames)
+    p = model.patch_size
+    for name, low in (("low", True), ("high", False)):
+        if (hi.uses_low_res if low else hi.uses_high_res):
+            h, w = hi.low_latent_size if low else hi.latent_size
+            tokens = frames * (h // p[1]) * (w // p[2])
+            out[name] = hi.batch_size * tokens * model.kv_bytes_per_token(bytes_per_elem)
+    return out
+
+
+def activation_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> int:
+    """A generous bound on one chunk forward's transient memory at full resolution (FFN hidden, q/k/v,
+    float32 RoPE temporaries, the re-rotated cache keys in cache_relative mode, attention output)."""
+    p = model.patch_size
+    h, w = hi.latent_size
+    tokens = hi.batch_size * hi.chunk_frames * (h // p[1]) * (w // p[2])
+    per_token = (model.ffn_dim + 8 * model.dim) * bytes_per_elem + 4 * model.dim * 4
+    cached = cache_bytes(model, hi, bytes_per_elem).get("high", 0) // max(1, 2 * model.num_layers)
+    return tokens * per_token + cached
+
+
+def run_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> int:
+    text = hi.batch_size * model.text_len * model.dim * 2 * model.num_layers * bytes_per_elem
+    return sum(cache_bytes(model, hi, bytes_per_elem).values()) + activation_bytes(model, hi, bytes_per_elem) + text

@@ -1,0 +1,103 @@
+"""Adapters between ComfyUI's host objects (ModelPatcher, CONDITIONING, latent formats, progress) and the core."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import latent_preview
+from ..histream_core import CausalWanModel, WanConfig
+
+log = logging.getLogger("histream")
+
+
+def wan_config_of(diffusion_model) -> WanConfig:
+    dm = diffusion_model
+    needed = ("blocks", "head", "patch_embedding", "text_embedding", "time_embedding", "time_projection")
+    if not all(hasattr(dm, n) for n in needed) or not hasattr(dm.head, "modulation"):
+        raise ValueError(f"HiStream needs a Wan2.1 text-to-video MODEL, got {type(dm).__name__}: load a Wan2.1 "
+                         f"T2V / Self-Forcing checkpoint with Load HiStream Model or Load Diffusion Model")
+    if getattr(dm, "model_type", "t2v") != "t2v" or getattr(dm, "img_emb", None) is not None:
+        raise ValueError("this MODEL is a Wan2.1 image-to-video model; HiStream needs the text-to-video "
+                         "(Self-Forcing) weights")
+    if hasattr(dm, "vace_blocks"):
+        raise ValueError("this MODEL is a Wan2.1 VACE model; load the Self-Forcing T2V weights as the main model")
+    return WanConfig(dim=dm.dim, ffn_dim=dm.ffn_dim, freq_dim=dm.freq_dim, text_dim=dm.text_dim,
+                     text_len=dm.text_len, in_dim=dm.in_dim, out_dim=dm.out_dim, num_heads=dm.num_heads,
+                     num_layers=dm.num_layers, patch_size=tuple(dm.patch_size), qk_norm=dm.qk_norm,
+                     cross_attn_norm=dm.cross_attn_norm, eps=dm.eps)
+
+
+def causal_model(patcher) -> CausalWanModel:
+    """The core engine running over the patcher's own Wan modules (LoRA / fp8 casting stay the host's)."""
+    base = patcher.model
+    dm = base.diffusion_model
+    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    if compute not in (torch.float32, torch.float16, torch.bfloat16):
+        compute = torch.bfloat16
+    return CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute)
+
+
+def resolve_shift(patcher, node_shift: float) -> float:
+    """The schedule node's shift, unless a stock ModelSamplingSD3 (object patch `model_sampling`) set one."""
+    ms = patcher.object_patches.get("model_sampling") if hasattr(patcher, "object_patches") else None
+    if ms is not None and hasattr(ms, "shift"):
+        if float(ms.shift) != float(node_shift):
+            log.info("HiStream: using shift %.3g from the MODEL's ModelSampling patch (schedule node says %.3g)",
+                     ms.shift, node_shift)
+        return float(ms.shift)
+    return float(node_shift)
+
+
+def conditioning_to_context(positive: list, batch: int, text_dim: int) -> torch.Tensor:
+    """CONDITIONING → [batch, tokens, text_dim]. Several entries (e.g. ConditioningCombine) are joined along the
+    token axis, as stock ConditioningConcat does; area/mask/strength options do not apply to HiStream."""
+    if not positive:
+        raise ValueError("the positive CONDITIONING is empty: connect CLIPTextEncode (Wan umT5 text encoder)")
+    parts = []
+    for cond, opts in positive:
+        if cond.ndim != 3 or cond.shape[-1] != text_dim:
+            raise ValueError(f"CONDITIONING of shape {tuple(cond.shape)} is not Wan text: load the umt5_xxl "
+                             f"text encoder with CLIPLoader type 'wan' (expected [batch, tokens, {text_dim}])")
+        ignored = sorted(k for k in ("area", "mask", "strength", "set_area_to_bounds") if k in opts)
+        if ignored:
+            log.warning("HiStream ignores conditioning options %s", ignored)
+        parts.append(cond)
+    b = max(p.shape[0] for p in parts)
+    if any(p.shape[0] not in (1, b) for p in parts):
+        raise ValueError("conditioning entries have different batch sizes")
+    ctx = torch.cat([p.expand(b, -1, -1) for p in parts], dim=1)
+    if b not in (1, batch):
+        raise ValueError(f"conditioning batch {b} does not match the video batch size {batch}")
+    if len(parts) > 1:
+        log.info("HiStream: %d conditioning entries joined into %d text tokens", len(parts), ctx.shape[1])
+    return ctx.expand(batch, -1, -1)
+
+
+class ProgressReporter:
+    """Per-step progress over all chunks, a latent preview of the current chunk, and the Stop button."""
+
+    def __init__(self, patcher, total_steps: int):
+        self.preview = latent_preview.prepare_callback(patcher, total_steps)
+
+    def __call__(self, info) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if info.kind == "denoise":
+            # newest frame of the chunk, in the model's latent space like stock samplers' x0
+            self.preview(info.global_step - 1, info.x0[:, :, -1:], info.x, info.total_steps)
+
+
+def free_memory_after_run() -> None:
+    comfy.model_management.soft_empty_cache()
+
+
+def load_for_sampling(patcher, extra_bytes: int) -> None:
+    comfy.model_management.load_models_gpu([patcher], memory_required=extra_bytes)
+
+
+def to_latent_output(patcher, x: torch.Tensor) -> dict:
+    raw = patcher.model.latent_format.process_out(x.float().cpu())
+    return {"samples": raw.to(comfy.model_management.intermediate_device())}

@@ -1,0 +1,109 @@
+"""AnchorCacheChunker (temporal stage) and SparseStepSampler (timestep stage): they describe, the loop runs."""
+
+from __future__ import annotations
+
+import torch
+
+from ..histream_core.config import POSITION_MODES
+from ..histream_core.schedule import ScheduleError, build_step_plan
+
+from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
+
+MAX_SIDE = 8192
+STEP_PRESETS = {  # name → (first steps, first low, later steps, later low)
+    "HiStream": (4, 2, 4, 2),
+    "HiStream+": (4, 2, 2, 1),
+    "Self-Forcing full-res": (4, 0, 4, 0),
+}
+
+
+class AnchorCacheChunker:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 1920, "min": 16, "max": MAX_SIDE, "step": 32,
+                              "tooltip": "Video width in pixels (multiple of 16; 32 with the 0.5 low-res stage)."}),
+            "height": ("INT", {"default": 1088, "min": 16, "max": MAX_SIDE, "step": 32,
+                               "tooltip": "Video height in pixels; 1088 (not 1080) for 1080p."}),
+            "frames": ("INT", {"default": 81, "min": 1, "max": 100001, "step": 4,
+                               "tooltip": "Pixel frames, 1 + 4k (81 = 5 s at 16 fps). Any length: memory is fixed."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 16,
+                                   "tooltip": "Videos per run; video b uses seed + b."}),
+            "chunk_frames": ("INT", {"default": 3, "min": 1, "max": 64,
+                                     "tooltip": "Latent frames generated together (Self-Forcing: 3)."}),
+            "anchor_frames": ("INT", {"default": 3, "min": 0, "max": 64,
+                                      "tooltip": "Latent frames from the start kept in the cache for the whole video "
+                                                 "(the attention sink). 3 = the first chunk; 1 = the first frame."}),
+            "window_chunks": ("INT", {"default": 1, "min": 1, "max": 10000,
+                                      "tooltip": "Most recent chunks kept besides the anchor. At 1080p each chunk "
+                                                 "costs ~5.3 GB of KV (bf16, both resolutions); 1 fits a 24 GB "
+                                                 "card. ≥ the chunk count = unbounded (Self-Forcing)."}),
+            "position_mode": (list(POSITION_MODES), {
+                "tooltip": "cache_relative: cached keys are rotated by their place in the cache (any length). "
+                           "absolute: Self-Forcing's absolute frame positions (≤ 1024 latent frames)."}),
+        }}
+
+    RETURN_TYPES = (CACHE_TYPE, "LATENT")
+    RETURN_NAMES = ("cache", "latent")
+    FUNCTION = "plan"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Temporal compression: the video is made chunk by chunk against a fixed anchor + sliding-window "
+                   "KV cache, so speed and memory stay constant for any length. Outputs the shared cache and the "
+                   "empty video latent.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, frames, **_):
+        for name, side in (("width", width), ("height", height)):
+            if side % 16:
+                return f"{name} {side} is not a multiple of 16: use {side - side % 16} or {side - side % 16 + 16}"
+        if (frames - 1) % 4:
+            lo = frames - (frames - 1) % 4
+            return f"frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): use {lo} or {lo + 4}"
+        return True
+
+    def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode):
+        plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
+                         position_mode)
+        latent = torch.zeros(batch_size, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
+        return (plan, {"samples": latent})
+
+
+class SparseStepSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "preset": (list(STEP_PRESETS) + ["custom"], {
+                "tooltip": "HiStream: 2 low-res + 2 high-res steps per chunk. HiStream+: first chunk 2+2, later "
+                           "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). custom: the numbers below."}),
+            "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
+                                "tooltip": "Timestep shift (Self-Forcing: 5). A ModelSamplingSD3 patch on the MODEL "
+                                           "overrides it."}),
+            "first_chunk_steps": ("INT", {"default": 4, "min": 1, "max": 100, "tooltip": "custom only"}),
+            "first_chunk_low_steps": ("INT", {"default": 2, "min": 0, "max": 100,
+                                              "tooltip": "custom only: how many of them run at low resolution"}),
+            "later_chunk_steps": ("INT", {"default": 2, "min": 1, "max": 100, "tooltip": "custom only"}),
+            "later_chunk_low_steps": ("INT", {"default": 1, "min": 0, "max": 100, "tooltip": "custom only"}),
+        }, "optional": {
+            "sigmas": ("SIGMAS", {"tooltip": "A stock SIGMAS schedule used for every chunk (overrides preset "
+                                             "steps and shift); the low-step counts still split it."}),
+        }}
+
+    RETURN_TYPES = (STEPS_TYPE,)
+    RETURN_NAMES = ("steps",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Timestep compression (HiStream+): the first chunk gets the full schedule, later chunks — already "
+                   "conditioned on a rich cache — fewer steps.")
+
+    def build(self, preset, shift, first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
+              later_chunk_low_steps, sigmas=None):
+        counts = STEP_PRESETS.get(preset, (first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
+                                           later_chunk_low_steps))
+        if sigmas is not None and preset != "custom":
+            counts = (counts[0], counts[1], counts[0], counts[1])
+        custom = None if sigmas is None else tuple(float(s) for s in sigmas.flatten().tolist())
+        try:
+            build_step_plan(*counts, shift=shift, sigmas=custom)  # fail here, naming the fix, not mid-run
+        except ScheduleError as exc:
+            raise ValueError(f"SparseStepSampler: {exc}") from None
+        return (StepSpec(preset, float(shift), *counts, sigmas=custom),)
