@@ -68,8 +68,8 @@ class WanConfig:
 WAN_PRESETS = {
     "1.3B": WanConfig(),
     "14B": WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
-    # dim 128 with one 128-wide head: ComfyUI's detector infers num_heads = dim // 128, text_dim stays 4096.
-    "tiny": WanConfig(dim=128, ffn_dim=256, freq_dim=32, num_heads=1, num_layers=2),
+    # loadable by ComfyUI: its detector fixes num_heads = dim // 128, freq_dim 256 and text_dim 4096
+    "tiny": WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2),
     # the smallest model for exactness tests (not loadable by ComfyUI: 2 heads of 32)
     "micro": WanConfig(dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=2, num_layers=2),
 }

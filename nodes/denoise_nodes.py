@@ -105,4 +105,5 @@ class CachedUpsampleRefine:
             pipeline.release()
             stage.cache.live = None
             host_model.free_memory_after_run()
+            log.info("HiStream: released the KV caches")
         return (host_model.to_latent_output(patcher, x),)

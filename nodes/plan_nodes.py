@@ -52,10 +52,15 @@ class AnchorCacheChunker:
                    "empty video latent.")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, **_):
+    def VALIDATE_INPUTS(cls, width, height, frames):
+        # (ComfyUI skips its own range checks for the inputs named here)
         for name, side in (("width", width), ("height", height)):
+            if side < 16 or side > MAX_SIDE:
+                return f"{name} {side} is out of range: use 16 … {MAX_SIDE} pixels"
             if side % 16:
                 return f"{name} {side} is not a multiple of 16: use {side - side % 16} or {side - side % 16 + 16}"
+        if frames < 1:
+            return f"frames {frames} is out of range: use 1 + 4k frames, e.g. 81"
         if (frames - 1) % 4:
             lo = frames - (frames - 1) % 4
             return f"frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): use {lo} or {lo + 4}"

@@ -1,0 +1,28 @@
+"""Test-only ComfyUI nodes (never shipped): Wan-shaped text conditioning without the 5.7B umT5 encoder."""
+
+import torch
+
+TEXT_DIM = 4096
+
+
+def test_context(seed: int, tokens: int, batch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, tokens, TEXT_DIM, generator=g)
+
+
+class HiStreamTestConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512}),
+                             "batch": ("INT", {"default": 1, "min": 1, "max": 8})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "HiStream/testing"
+
+    def make(self, seed, tokens, batch):
+        return ([[test_context(seed, tokens, batch), {}]],)
+
+
+NODE_CLASS_MAPPINGS = {"HiStreamTestConditioning": HiStreamTestConditioning}
