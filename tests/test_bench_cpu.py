@@ -37,7 +37,9 @@ def res(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "cpu.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
-        assert bench_cpu.main(["--quick", "--out", str(out)]) == 0
+        # 1 thread: a 2-thread OpenMP pool stalls badly when another process shares the 2 cores (no timing is
+        # asserted here; the committed numbers come from the 2-thread default)
+        assert bench_cpu.main(["--quick", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     data["_printed"] = printed.getvalue()
     return data
