@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from comfy_test_nodes import test_context
+from comfy_test_nodes import fake_wan_text
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, WanConfig
 from histream_core.schedule import build_step_plan
 
@@ -118,6 +118,6 @@ def core_reference(sd: dict, latent_format, *, preset="HiStream", width=64, heig
     cfg = HiStreamConfig(width=width, height=height, num_frames=frames, batch_size=batch, chunk_frames=3,
                          anchor_frames=anchor, window_chunks=window, position_mode=position_mode,
                          steps=build_step_plan(*c, shift=shift), upsample_method=upsample)
-    ctx = test_context(cond_seed, tokens, cond_batch)
+    ctx = fake_wan_text(cond_seed, tokens, cond_batch)
     x = HiStreamPipeline(model, cfg).generate(ctx, seed=seed)
     return latent_format.process_out(x)

@@ -98,7 +98,7 @@ def test_several_conditioning_entries_are_joined_along_tokens(server, weights, w
                     "inputs": {"conditioning_1": ["3", 0], "conditioning_2": ["9", 0]}}
     prompt["6"]["inputs"]["positive"] = ["10", 0]
     got = saved_latent(server, server.run(prompt))
-    from comfy_test_nodes import test_context
+    from comfy_test_nodes import fake_wan_text
     from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline
     from histream_core.schedule import build_step_plan
     from nodes_support import TINY
@@ -106,7 +106,7 @@ def test_several_conditioning_entries_are_joined_along_tokens(server, weights, w
     model = CausalWanModel(TINY)
     model.load_state_dict(weights)
     cfg = HiStreamConfig(width=64, height=64, num_frames=9, steps=build_step_plan(4, 2, 4, 2))
-    ctx = torch.cat([test_context(1, 5, 1), test_context(2, 3, 1)], dim=1)
+    ctx = torch.cat([fake_wan_text(1, 5, 1), fake_wan_text(2, 3, 1)], dim=1)
     want = wan21_format.process_out(HiStreamPipeline(model, cfg).generate(ctx, seed=7))
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -190,3 +190,12 @@ def test_repeated_runs_do_not_grow_memory(server):
         server.free()
     grown = _rss_kib(server) - before
     assert grown < 64 * 1024, f"resident memory grew by {grown} KiB over 5 runs"
+
+
+def test_stock_load_diffusion_model_feeds_the_histream_nodes(server):
+    ours = saved_latent(server, server.run(histream_prompt("tiny_wan_comfy.safetensors", seed=4)))
+    prompt = histream_prompt("tiny_wan_comfy.safetensors", seed=4)
+    prompt["1"] = {"class_type": "UNETLoader",
+                   "inputs": {"unet_name": "tiny_wan_comfy.safetensors", "weight_dtype": "default"}}
+    stock = saved_latent(server, server.run(prompt))
+    assert torch.equal(ours, stock)

@@ -5,7 +5,7 @@ import torch
 TEXT_DIM = 4096
 
 
-def test_context(seed: int, tokens: int, batch: int) -> torch.Tensor:
+def fake_wan_text(seed: int, tokens: int, batch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, tokens, TEXT_DIM, generator=g)
 
@@ -22,7 +22,7 @@ class HiStreamTestConditioning:
     CATEGORY = "HiStream/testing"
 
     def make(self, seed, tokens, batch):
-        return ([[test_context(seed, tokens, batch), {}]],)
+        return ([[fake_wan_text(seed, tokens, batch), {}]],)
 
 
 NODE_CLASS_MAPPINGS = {"HiStreamTestConditioning": HiStreamTestConditioning}

@@ -1,0 +1,73 @@
+"""The stage nodes called in-process on a host-loaded MODEL: progress over all chunks, per-step previews, Stop,
+and a MODEL from the stock "Load Diffusion Model" path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_host import load_pack
+from comfy_test_nodes import fake_wan_text
+from nodes_support import tiny_state_dict
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def pack(comfy_modules):
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def patcher(comfy_modules):
+    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
+    return comfy_modules.sd.load_diffusion_model_state_dict(sd)  # the stock "Load Diffusion Model" path
+
+
+def run_graph(pack, patcher, preset="HiStream+", frames=13):
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent = m["AnchorCacheChunker"]().plan(64, 64, frames, 1, 3, 3, 1, "cache_relative")
+    (steps,) = m["SparseStepSampler"]().build(preset, 5.0, 4, 2, 2, 1)
+    cond = [[fake_wan_text(1, 8, 1), {}]]
+    (low,) = m["LowResDenoise"]().stage(patcher, cond, cache, steps, latent, 7, 0.5)
+    return m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass")[0], cache
+
+
+def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    events = []
+    old = args.preview_method
+    args.preview_method = LatentPreviewMethod.Latent2RGB
+    comfy_modules.utils.set_progress_bar_global_hook(lambda v, total, preview, node_id=None: events.append(
+        (v, total, preview)))
+    try:
+        out, cache = run_graph(pack, patcher, "HiStream+", frames=13)  # 4 latent frames: chunks of 3 + 1
+    finally:
+        comfy_modules.utils.set_progress_bar_global_hook(None)
+        args.preview_method = old
+    assert out["samples"].shape == (1, 16, 4, 8, 8)
+    assert [(v, t) for v, t, _ in events] == [(i, 6) for i in range(1, 7)]  # 4 + 2 steps, one bar
+    assert all(p is not None and p[0] == "JPEG" for _, _, p in events)
+    assert cache.live is None
+
+
+def test_stop_button_interrupts_and_releases(pack, patcher, comfy_modules):
+    mm = comfy_modules.model_management
+    seen = []
+
+    def hook(v, total, preview, node_id=None):
+        seen.append(v)
+        if v == 2:
+            mm.interrupt_current_processing(True)
+
+    comfy_modules.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_graph(pack, patcher, "HiStream", frames=33)
+    finally:
+        comfy_modules.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert seen == [1, 2]  # stopped at the next step
+    out, cache = run_graph(pack, patcher, "HiStream", frames=9)
+    assert cache.live is None and torch.isfinite(out["samples"]).all()
