@@ -34,7 +34,7 @@ def current_backend() -> str:
 def _load_sage():
     if _state["sage"] is None and not _state["sage_failed"]:
         try:
-            from sageattention import sageattn  # noqa: PLC0415 - optional, imported lazily
+            from sageattention import sageattn
 
             _state["sage"] = sageattn
         except (ImportError, OSError, RuntimeError) as exc:

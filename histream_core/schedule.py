@@ -6,6 +6,7 @@ Flow matching (DESIGN §2): x_t = (1-σ)·x0 + σ·ε, the model predicts v = ε
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 SELF_FORCING_TIMESTEPS = (1000, 750, 500, 250)
 DEFAULT_SHIFT = 5.0
@@ -39,7 +40,7 @@ def sigmas_from_list(values, drop_trailing_zero: bool = True) -> tuple[float, ..
         vals = vals[:-1]
     if not vals:
         raise ScheduleError("the custom schedule has no steps: give at least one sigma in (0, 1]")
-    for a, b in zip(vals, vals[1:]):
+    for a, b in pairwise(vals):
         if b >= a:
             raise ScheduleError(f"sigmas must strictly decrease, got {a} then {b}")
     if vals[0] > 1.0 or vals[-1] <= 0.0:

@@ -9,7 +9,6 @@ from ..histream_core.attention import set_backend
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
 from ..histream_core.memory import run_bytes
 from ..histream_core.schedule import build_step_plan
-
 from . import host_model
 from .loader_node import ATTENTION_KEY
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.model_management
 import comfy.utils
 import latent_preview
+import torch
+
 from ..histream_core import CausalWanModel, WanConfig
 
 log = logging.getLogger("histream")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.sd
 import folder_paths
+import torch
+
 from ..histream_core.attention import BACKENDS
 from ..histream_core.loading import CheckpointError, load_wan_state_dict
-
 from .stage_types import CATEGORY
 
 log = logging.getLogger("histream")

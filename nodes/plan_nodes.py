@@ -6,7 +6,6 @@ import torch
 
 from ..histream_core.config import POSITION_MODES
 from ..histream_core.schedule import ScheduleError, build_step_plan
-
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
 MAX_SIDE = 8192

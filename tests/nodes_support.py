@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 
 import torch
+from comfy_test_nodes import fake_wan_text
 from safetensors.torch import load_file, save_file
 
-from comfy_test_nodes import fake_wan_text
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, WanConfig
 from histream_core.schedule import build_step_plan
 
@@ -46,9 +46,9 @@ def write_lora(path: Path, sd: dict, rank: int = 4, alpha: float = 2.0, seed: in
     """A LoRA on every self-attention q/v of every block; returns {wan key: (A, B)}."""
     g = torch.Generator().manual_seed(seed)
     tensors, pairs = {}, {}
-    for k in sd:
+    for k, w in sd.items():
         if k.endswith(("self_attn.q.weight", "self_attn.v.weight")):
-            out_f, in_f = sd[k].shape
+            out_f, in_f = w.shape
             a = torch.randn(rank, in_f, generator=g) * 0.2
             b = torch.randn(out_f, rank, generator=g) * 0.2
             base = "diffusion_model." + k[: -len(".weight")]

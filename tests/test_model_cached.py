@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from core_helpers import context, rel_err, tiny_model
+
 from histream_core.masks import anchor_window_mask, block_causal_mask
 
 CHUNK = 3

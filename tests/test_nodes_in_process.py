@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from comfy_host import load_pack
 from comfy_test_nodes import fake_wan_text
 from nodes_support import tiny_state_dict

@@ -6,10 +6,17 @@ import time
 
 import pytest
 import torch
-
 from comfy_host import QueueError, WorkflowError
-from nodes_support import (TEST_NODES, core_reference, histream_prompt, merge_lora, saved_latent, tiny_state_dict,
-                           write_comfy_safetensors, write_lora, write_self_forcing_pt)
+from nodes_support import (
+    core_reference,
+    histream_prompt,
+    merge_lora,
+    saved_latent,
+    tiny_state_dict,
+    write_comfy_safetensors,
+    write_lora,
+    write_self_forcing_pt,
+)
 
 pytestmark = pytest.mark.comfy
 NODES = ["LoadHiStreamModel", "AnchorCacheChunker", "SparseStepSampler", "LowResDenoise", "CachedUpsampleRefine"]
@@ -22,7 +29,7 @@ def weights():
 
 @pytest.fixture(scope="module")
 def server(comfy_server_factory, weights):
-    srv = comfy_server_factory(extra_custom_nodes={"histream_test_nodes": TEST_NODES})
+    srv = comfy_server_factory()
     dm = srv.model_dir("diffusion_models")
     write_self_forcing_pt(dm / "tiny_self_forcing.pt", weights)
     write_comfy_safetensors(dm / "tiny_wan_comfy.safetensors", weights)
@@ -99,9 +106,10 @@ def test_several_conditioning_entries_are_joined_along_tokens(server, weights, w
     prompt["6"]["inputs"]["positive"] = ["10", 0]
     got = saved_latent(server, server.run(prompt))
     from comfy_test_nodes import fake_wan_text
+    from nodes_support import TINY
+
     from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline
     from histream_core.schedule import build_step_plan
-    from nodes_support import TINY
 
     model = CausalWanModel(TINY)
     model.load_state_dict(weights)
@@ -162,9 +170,10 @@ def test_bad_checkpoints_are_refused_clearly(server, weights):
 
 
 def _rss_kib(server) -> int:
-    for line in open(f"/proc/{server.proc.pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
     raise AssertionError("no VmRSS")
 
 

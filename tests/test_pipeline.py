@@ -2,8 +2,8 @@
 
 import torch
 import torch.nn.functional as F
-
 from core_helpers import context, tiny_model, video_config
+
 from histream_core import ChunkSchedule, HiStreamPipeline, NoiseSource, StepPlan
 from histream_core.schedule import self_forcing_sigmas
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from comfy_host import import_comfy, require_comfyui
 from core_helpers import rel_err, tiny_model
 

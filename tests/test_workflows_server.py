@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from nodes_support import tiny_state_dict, write_lora, write_self_forcing_pt
 from safetensors.torch import save_file
-
-from nodes_support import TEST_NODES, tiny_state_dict, write_lora, write_self_forcing_pt
 from workflow_convert import ui_to_api
 
 pytestmark = pytest.mark.comfy
@@ -38,7 +37,7 @@ def random_wan21_vae(comfy_modules) -> dict:
 
 @pytest.fixture(scope="module")
 def server(comfy_server_factory, comfy_modules):
-    srv = comfy_server_factory(extra_custom_nodes={"histream_test_nodes": TEST_NODES})
+    srv = comfy_server_factory()
     weights = tiny_state_dict(seed=0)
     write_self_forcing_pt(srv.model_dir("diffusion_models") / "self_forcing_dmd.pt", weights)
     write_lora(srv.model_dir("loras") / "tiny_lora.safetensors", weights)
