@@ -7,9 +7,13 @@ moves the newer entries down by its length, so memory never depends on the video
 
 Two RoPE position modes for the cached keys:
 - `absolute` (Self-Forcing): keys are stored rotated at their absolute frame index.
-- `cache_relative`: keys are stored un-rotated and rotated at read time by their place in the buffer, anchor
-  first; queries sit right after the cache. Positions stay bounded, so any length works. Until the first
-  eviction the place in the buffer *is* the absolute index, so both modes agree exactly.
+- `cache_relative`: keys sit at their place in the buffer, anchor first; queries sit right after the cache.
+  Positions stay bounded, so any length works. Until the first eviction the place in the buffer *is* the
+  absolute index, so both modes agree exactly. Fast path: keys are stored rotated at their buffer place and,
+  when eviction moves an entry down by L frames, rotated by -L on the temporal axis once (rotations compose:
+  R(p-L) = R(-L)·R(p)); an entry moves at most `window_chunks` times before it is evicted itself, so rounding
+  cannot accumulate. Reference path (`rotate_on_read=True`): keys stored un-rotated and the whole cache rotated
+  by place at every read.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class KVCache:
     def __init__(self, *, num_layers: int, batch: int, heads: int, head_dim: int, grid_hw: tuple[int, int],
                  anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int,
                  rope: Rope3D, position_mode: str = "cache_relative", device=None, dtype=torch.float32,
-                 name: str = "cache"):
+                 name: str = "cache", rotate_on_read: bool = False):
         self.name = name
         self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
         self.grid_hw = grid_hw
@@ -45,6 +49,7 @@ class KVCache:
         else:
             self.capacity_frames = min(total_frames, anchor_frames + (window_chunks + 1) * chunk_frames)
         self.rope, self.position_mode = rope, position_mode
+        self.rotate_on_read = rotate_on_read and position_mode == "cache_relative"
         self.device, self.dtype = device, dtype
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
@@ -136,6 +141,11 @@ class KVCache:
             for buf in (self.k, self.v):
                 buf[:, :, dst:dst + n].copy_(buf[:, :, src:src + n])
             src, dst = src + n, dst + n
+        if self.position_mode == "cache_relative" and not self.rotate_on_read and dst > a * t:
+            cos, sin = self.rope.angles([-old.frames], 1, 1, self.k.device)  # temporal shift only
+            for layer in range(self.num_layers):
+                region = self.k[layer, :, a * t:dst]
+                region.copy_(apply_rope(region, cos, sin))
 
     # ---- attention -------------------------------------------------------------------------------------------
     def query_positions(self) -> list[int]:
@@ -146,13 +156,13 @@ class KVCache:
         return list(range(c, c + cur.frames))
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Write the current chunk's (un-rotated) k, v for `layer`, then attend q over cache + current chunk."""
+        """Write the current chunk's k, v for `layer` (given un-rotated), then attend q over cache + chunk."""
         h, w = self.grid_hw
         start = self.committed_frames * self.tokens_per_frame
         end = start + k.shape[1]
         q_cos, q_sin = self.rope.angles(self.query_positions(), h, w, q.device)
         q = apply_rope(q, q_cos, q_sin)
-        if self.position_mode == "absolute":
+        if not self.rotate_on_read:
             self.k[layer, :, start:end] = apply_rope(k, q_cos, q_sin)
             self.v[layer, :, start:end] = v
             return attention(q, self.k[layer, :, :end], self.v[layer, :, :end])

@@ -80,12 +80,12 @@ DOWNSAMPLE_METHODS = ("area", "bilinear", "bicubic", "nearest-exact")
 CACHE_UPDATES = ("clean_pass", "last_step")
 
 
-def _nearest_valid(value: int, ok) -> tuple[int, int]:
+def _nearest_valid(value: int, ok, limit: int = 4096) -> tuple[int, int]:
     lo = value
-    while lo > 0 and not ok(lo):
+    while lo > 0 and not ok(lo) and value - lo < limit:
         lo -= 1
     hi = value
-    while not ok(hi):
+    while not ok(hi) and hi - value < limit:
         hi += 1
     return lo, hi
 
@@ -168,8 +168,9 @@ class HiStreamConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if not 0 < self.low_res_scale <= 1:
-            raise ConfigError(f"low_res_scale must be in (0, 1], got {self.low_res_scale}")
+        if not 0 < self.low_res_scale <= 1 or abs(self.low_res_scale * 16 - round(self.low_res_scale * 16)) > 1e-9:
+            raise ConfigError(f"low_res_scale must be a multiple of 1/16 in (0, 1] (e.g. 0.5, 0.625, 0.75), "
+                              f"got {self.low_res_scale}")
         if (self.num_frames - 1) % VAE_STRIDE_T:
             lo = self.num_frames - (self.num_frames - 1) % VAE_STRIDE_T
             raise ConfigError(f"num_frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): "
@@ -197,8 +198,8 @@ class HiStreamConfig:
 
     @property
     def side_multiple(self) -> int:
-        m = 16
-        while not (self._side_ok(m)):
+        m = 16  # low_res_scale = k/16 makes 256 always valid
+        while not self._side_ok(m) and m < 256:
             m += 16
         return m
 

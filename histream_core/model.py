@@ -181,10 +181,10 @@ class CausalWanModel(nn.Module):
     # ---- helpers ---------------------------------------------------------------------------------------------
     def new_cache(self, *, batch: int, grid_hw: tuple[int, int], anchor_frames: int, window_chunks: int | None,
                   chunk_frames: int, total_frames: int, position_mode: str, device=None, dtype=None,
-                  name: str = "cache") -> KVCache:
+                  name: str = "cache", rope: Rope3D | None = None, rotate_on_read: bool = False) -> KVCache:
         cfg = self.config
         return KVCache(num_layers=cfg.num_layers, batch=batch, heads=cfg.num_heads, head_dim=cfg.head_dim,
                        grid_hw=grid_hw, anchor_frames=anchor_frames, window_chunks=window_chunks,
-                       chunk_frames=chunk_frames, total_frames=total_frames, rope=self.rope,
+                       chunk_frames=chunk_frames, total_frames=total_frames, rope=rope or self.rope,
                        position_mode=position_mode, device=device or self.device,
-                       dtype=dtype or self.compute_dtype, name=name)
+                       dtype=dtype or self.compute_dtype, name=name, rotate_on_read=rotate_on_read)

@@ -12,7 +12,7 @@ import torch
 class NoiseSource:
     def __init__(self, seed: int, batch: int = 1):
         self.seed, self.batch = int(seed), int(batch)
-        self.generators = [torch.Generator("cpu").manual_seed(self.seed + b) for b in range(self.batch)]
+        self.generators = [torch.Generator("cpu").manual_seed((self.seed + b) % 2**64) for b in range(self.batch)]
 
     def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal noise of shape [batch, *shape], float32 on the CPU."""

@@ -18,6 +18,7 @@ from .config import HiStreamConfig
 from .model import CausalWanModel
 from .noise import NoiseSource
 from .resample import resize_latent
+from .rope import Rope3D
 
 log = logging.getLogger("histream")
 
@@ -45,10 +46,14 @@ class ChunkResult:
 
 
 class HiStreamPipeline:
-    def __init__(self, model: CausalWanModel, config: HiStreamConfig, device=None, cache_dtype=None):
+    def __init__(self, model: CausalWanModel, config: HiStreamConfig, device=None, cache_dtype=None,
+                 rotate_on_read: bool = False, output_device="cpu"):
+        """`rotate_on_read` selects the slow reference path of cache_relative positions (see cache.py);
+        finished chunks are moved to `output_device` as they complete, so nothing grows on the GPU."""
         self.model, self.config = model, config
         self.device = torch.device(device) if device is not None else model.device
         self.cache_dtype = cache_dtype or model.compute_dtype
+        self.rotate_on_read, self.output_device = rotate_on_read, output_device
         model.set_rope_scale(config.rope_ntk_scale)
         self.low_cache: KVCache | None = None
         self.high_cache: KVCache | None = None
@@ -57,7 +62,10 @@ class HiStreamPipeline:
     def _new_cache(self, low: bool) -> KVCache:
         cfg, p = self.config, self.model.config.patch_size
         h, w = cfg.low_latent_size if low else cfg.latent_size
+        # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
+        ntk = max(1.0, cfg.rope_ntk_scale * cfg.low_res_scale) if low else cfg.rope_ntk_scale
         return self.model.new_cache(
+            rope=Rope3D(self.model.config.rope_axes, ntk_scale=ntk), rotate_on_read=self.rotate_on_read,
             batch=cfg.batch_size, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
             window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames, total_frames=cfg.latent_frames,
             position_mode=cfg.position_mode, device=self.device, dtype=self.cache_dtype,
@@ -93,7 +101,8 @@ class HiStreamPipeline:
     def generate(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
                  noise: Callable | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
-        return torch.cat([c.latent for c in self.stream(context, seed, callback, noise)], dim=2)
+        chunks = [c.latent for c in self.stream(context, seed, callback, noise)]
+        return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
     def stream(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
@@ -108,7 +117,8 @@ class HiStreamPipeline:
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
                 latent = self._chunk(k, start, frames, text, noise, callback, done)
-                yield ChunkResult(k, start, latent)
+                out = latent if self.output_device is None else latent.to(self.output_device)
+                yield ChunkResult(k, start, out)
         finally:
             self.release()
 
@@ -165,8 +175,9 @@ class HiStreamPipeline:
         for cache, low in ((self.low_cache, True), (self.high_cache, False)):
             if cache is None:
                 continue
-            ran_here = sched.n_low > 0 if low else sched.n_high > 0
-            if not (cfg.cache_update == "last_step" and ran_here):
+            # last_step reuses K/V only where the chunk's *final* step ran (else they would be of a noisy input)
+            finished_here = (sched.n_high == 0) if low else (sched.n_high > 0)
+            if not (cfg.cache_update == "last_step" and finished_here):
                 if low:
                     clean = x0_low if sched.n_high == 0 else resize_latent(x0, cfg.low_latent_size,
                                                                              cfg.downsample_method)

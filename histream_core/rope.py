@@ -26,6 +26,11 @@ class Rope3D:
             theta = theta * self.ntk_scale ** (d / (d - 2))
         return theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
 
+    def _table(self, axis: int, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [len(positions), d_axis/2] in float32, computed in float64 on the CPU (angles reach ~10³ rad)."""
+        ang = torch.outer(torch.as_tensor(positions, dtype=torch.float64), self._omega(axis))
+        return ang.cos().float(), ang.sin().float()
+
     def angles(self, frames, height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [len(frames)·height·width, head_dim/2] (float32) for a frame-major token grid."""
         frames = tuple(int(f) for f in frames)
@@ -33,21 +38,23 @@ class Rope3D:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        f = torch.tensor(frames, dtype=torch.float64)
-        parts = []
-        for axis, pos in enumerate((f, torch.arange(height, dtype=torch.float64),
-                                    torch.arange(width, dtype=torch.float64))):
-            parts.append(torch.outer(pos, self._omega(axis)))
-        t_ang, h_ang, w_ang = parts
-        n_t, n_h, n_w = len(frames), height, width
-        ang = torch.cat([
-            t_ang[:, None, None, :].expand(n_t, n_h, n_w, -1),
-            h_ang[None, :, None, :].expand(n_t, n_h, n_w, -1),
-            w_ang[None, None, :, :].expand(n_t, n_h, n_w, -1),
-        ], dim=-1).reshape(n_t * n_h * n_w, -1)
-        out = (ang.cos().float().to(device), ang.sin().float().to(device))
-        if len(self._cache) > 64:
-            self._cache.clear()
+        spatial_key = ("hw", height, width, str(device))
+        if spatial_key not in self._cache:  # row/column tables: per grid size, kept on the device
+            self._cache[spatial_key] = tuple(tuple(t.to(device) for t in self._table(axis, range(n)))
+                                             for axis, n in ((1, height), (2, width)))
+        (h_cos, h_sin), (w_cos, w_sin) = self._cache[spatial_key]
+        t_cos, t_sin = (t.to(device) for t in self._table(0, frames))
+        n_t = len(frames)
+
+        def grid(t_part, h_part, w_part):
+            return torch.cat([t_part[:, None, None, :].expand(n_t, height, width, -1),
+                              h_part[None, :, None, :].expand(n_t, height, width, -1),
+                              w_part[None, None, :, :].expand(n_t, height, width, -1)], dim=-1).reshape(
+                n_t * height * width, -1)
+
+        out = (grid(t_cos, h_cos, w_cos), grid(t_sin, h_sin, w_sin))
+        if len(self._cache) > 16:  # a few chunk layouts are live at a time; drop stale ones
+            self._cache = {k: v for k, v in self._cache.items() if k[0] == "hw"}
         self._cache[key] = out
         return out
 

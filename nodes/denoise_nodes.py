@@ -87,10 +87,11 @@ class CachedUpsampleRefine:
             raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
                              f"AnchorCacheChunker's latent output to LowResDenoise")
         patcher = stage.model
+        wan = host_model.wan_config_of(patcher.model.diffusion_model)
+        context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
+        elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
+        host_model.load_for_sampling(patcher, run_bytes(wan, cfg, elem))
         model = host_model.causal_model(patcher)
-        context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, model.config.text_dim)
-        elem = 4 if model.compute_dtype.itemsize == 4 else 2
-        host_model.load_for_sampling(patcher, run_bytes(model.config, cfg, elem))
         pipeline = HiStreamPipeline(model, cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
                  cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes() / 2**30)
@@ -99,6 +100,10 @@ class CachedUpsampleRefine:
         set_backend(patcher.model_options.get("transformer_options", {}).get(ATTENTION_KEY))
         try:
             x = pipeline.generate(context.to(patcher.load_device), seed=stage.seed, callback=progress)
+        except host_model.OOM_ERRORS as exc:
+            raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes() / 2**30:.1f} GiB of KV "
+                            f"cache planned): lower window_chunks, batch_size or the resolution, or load the "
+                            f"weights as fp8_e4m3fn") from exc
         finally:
             set_backend(None)
             pipeline.release()

@@ -12,6 +12,7 @@ import torch
 from ..histream_core import CausalWanModel, WanConfig
 
 log = logging.getLogger("histream")
+OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
 
 
 def wan_config_of(diffusion_model) -> WanConfig:
@@ -23,6 +24,9 @@ def wan_config_of(diffusion_model) -> WanConfig:
     if getattr(dm, "model_type", "t2v") != "t2v" or getattr(dm, "img_emb", None) is not None:
         raise ValueError("this MODEL is a Wan2.1 image-to-video model; HiStream needs the text-to-video "
                          "(Self-Forcing) weights")
+    if getattr(dm, "in_dim", 16) != 16 or getattr(dm, "out_dim", 16) != 16:
+        raise ValueError(f"this MODEL works on {dm.in_dim}-channel latents; HiStream needs a Wan2.1 text-to-video "
+                         f"model (16 latent channels, e.g. Self-Forcing), not Wan2.2 TI2V or Fun/control models")
     if hasattr(dm, "vace_blocks"):
         raise ValueError("this MODEL is a Wan2.1 VACE model; load the Self-Forcing T2V weights as the main model")
     return WanConfig(dim=dm.dim, ffn_dim=dm.ffn_dim, freq_dim=dm.freq_dim, text_dim=dm.text_dim,
@@ -31,14 +35,25 @@ def wan_config_of(diffusion_model) -> WanConfig:
                      cross_attn_norm=dm.cross_attn_norm, eps=dm.eps)
 
 
+UNSUPPORTED_PATCHES = ("patches_replace", "wrappers", "callbacks")
+
+
 def causal_model(patcher) -> CausalWanModel:
-    """The core engine running over the patcher's own Wan modules (LoRA / fp8 casting stay the host's)."""
+    """The core engine running over the patcher's own Wan modules (LoRA / fp8 casting stay the host's).
+    Call it after `load_for_sampling`, so object patches that swap modules are already in place."""
+    options = patcher.model_options.get("transformer_options", {})
+    found = [k for k in UNSUPPORTED_PATCHES if options.get(k)]
+    if found:
+        log.warning("HiStream runs the model's layers directly: model patches of kind %s (block replacements, "
+                    "whole-model wrappers) are not applied", ", ".join(found))
+    dm = patcher.model.diffusion_model
+    return CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher))
+
+
+def compute_dtype(patcher) -> torch.dtype:
     base = patcher.model
-    dm = base.diffusion_model
-    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    if compute not in (torch.float32, torch.float16, torch.bfloat16):
-        compute = torch.bfloat16
-    return CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute)
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    return dtype if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
 
 
 def resolve_shift(patcher, node_shift: float) -> float:

@@ -68,7 +68,8 @@ class AnchorCacheChunker:
     def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode):
         plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
                          position_mode)
-        latent = torch.zeros(batch_size, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
+        # an empty video latent: only its shape is used, so a broadcast zero (no memory for long videos)
+        latent = torch.zeros(()).expand(batch_size, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
         return (plan, {"samples": latent})
 
 

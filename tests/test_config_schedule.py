@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from histream_core import ChunkSchedule, ConfigError, HiStreamConfig, ScheduleError, StepPlan, WanConfig
 from histream_core.schedule import self_forcing_sigmas, shift_sigma, sigmas_from_list, uniform_sigmas
@@ -93,3 +94,21 @@ def test_custom_schedules():
         ChunkSchedule((1.0, 0.5), n_low=3)
     plan = StepPlan(ChunkSchedule.split(6, 3), ChunkSchedule((0.9, 0.4), 1))
     assert plan.for_chunk(0).steps == 6 and plan.for_chunk(5).timesteps == (900.0, 400.0)
+
+
+def test_low_res_scale_must_be_sixteenths_and_never_hangs():
+    with pytest.raises(ConfigError, match="multiple of 1/16"):
+        HiStreamConfig(low_res_scale=0.5123456789)
+    with pytest.raises(ConfigError, match="multiple of 1/16"):
+        HiStreamConfig(low_res_scale=0.333)
+    cfg = HiStreamConfig(width=1920, height=1024, low_res_scale=0.75)
+    assert cfg.low_latent_size == (96, 180)
+    with pytest.raises(ConfigError, match="multiples of 64.*use 1024 or 1088"):
+        HiStreamConfig(width=1920, height=1040, low_res_scale=0.75)
+
+
+def test_huge_seed_with_batch():
+    from histream_core import NoiseSource
+
+    n = NoiseSource(2**64 - 1, batch=2)((1, 2))
+    assert n.shape == (2, 1, 2) and not torch.equal(n[0], n[1])

@@ -181,3 +181,23 @@ def test_progress_counts_every_denoising_step():
     seen = []
     run(model, cfg, ctx, callback=lambda i: seen.append((i.global_step, i.total_steps)) if i.kind == "denoise" else 0)
     assert seen == [(n, 10) for n in range(1, 11)]
+
+
+def test_cache_relative_fast_path_equals_rotate_on_read_reference():
+    """Keys stored rotated and re-rotated once per eviction == the whole cache rotated at every read."""
+    model = tiny_model()
+    ctx = context(model)
+    for kw in (dict(window_chunks=1), dict(window_chunks=2, anchor_frames=1), dict(window_chunks=0)):
+        cfg = video_config("histream_plus", num_frames=1 + 4 * 23, **kw)  # 24 latent frames, 8 chunks
+        fast = HiStreamPipeline(model, cfg).generate(ctx, seed=1)
+        ref = HiStreamPipeline(model, cfg, rotate_on_read=True).generate(ctx, seed=1)
+        assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5), (kw, (fast - ref).abs().max())
+
+
+def test_low_res_cache_uses_proportionally_smaller_ntk_scale():
+    model = tiny_model()
+    p = HiStreamPipeline(model, video_config("histream", rope_ntk_scale=3.0))
+    low, high = p.plan_caches()
+    assert high.rope.ntk_scale == 3.0 and low.rope.ntk_scale == 1.5
+    p = HiStreamPipeline(model, video_config("histream", rope_ntk_scale=1.5))
+    assert p.plan_caches()[0].rope.ntk_scale == 1.0
