@@ -15,7 +15,7 @@ import torch.nn.functional as F
 log = logging.getLogger("histream")
 BACKENDS = ("auto", "sdpa", "sageattention")
 
-_state = {"backend": None, "sage": None, "sage_failed": False}
+_state = {"backend": None, "sage": None, "sage_failed": False, "warned": False}
 
 
 def set_backend(name: str | None) -> None:
@@ -52,7 +52,8 @@ def _use_sage(q: torch.Tensor, mask) -> bool:
     if backend == "sdpa" or mask is not None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         return False
     if _load_sage() is None:
-        if backend == "sageattention":
+        if backend == "sageattention" and not _state["warned"]:
+            _state["warned"] = True
             log.warning("sageattention was requested but cannot be imported; falling back to torch SDPA")
         return False
     return True
@@ -67,8 +68,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """softmax(q·kᵀ/√d)·v; `mask` is a boolean [Sq, Sk] (True = attend)."""
     if _use_sage(q, mask):
         try:
-            return _state["sage"](q, k, v, tensor_layout="NHD", is_causal=False)
-        except RuntimeError as exc:  # e.g. an unsupported GPU arch: disable for the session
+            # sageattention smooths k in place (k -= mean): hand it a copy, k is often a view of the KV cache
+            return _state["sage"](q, k.clone(), v, tensor_layout="NHD", is_causal=False)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # unsupported arch/head size, Triton compile error…: disable for the session
             _state["sage_failed"], _state["sage"] = True, None
-            log.warning("sageattention failed (%s); using torch SDPA from now on", exc)
+            log.warning("sageattention failed (%s: %s); using torch SDPA from now on", type(exc).__name__, exc)
     return sdpa(q, k, v, mask)

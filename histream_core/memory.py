@@ -24,7 +24,7 @@ def cache_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -
 
 def activation_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> int:
     """A generous bound on one chunk forward's transient memory at full resolution (FFN hidden, q/k/v,
-    float32 RoPE temporaries, the re-rotated cache keys in cache_relative mode, attention output)."""
+    float32 RoPE temporaries, attention output, one layer's cache slice for eviction re-rotation)."""
     p = model.patch_size
     h, w = hi.latent_size
     tokens = hi.batch_size * hi.chunk_frames * (h // p[1]) * (w // p[2])

@@ -111,8 +111,8 @@ class HiStreamPipeline:
         cfg = self.config
         noise = noise or NoiseSource(seed, cfg.batch_size)
         context = self._check_context(context)
-        self.allocate()
         try:
+            self.allocate()  # inside the try: an OOM on the second buffer still releases the first
             text = self.model.text_cache(context.to(self.device))
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):

@@ -1,5 +1,6 @@
 """The HiStream chunk loop: exactness anchors, causality, window, DRC hand-over."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from core_helpers import context, tiny_model, video_config
@@ -201,3 +202,17 @@ def test_low_res_cache_uses_proportionally_smaller_ntk_scale():
     assert high.rope.ntk_scale == 3.0 and low.rope.ntk_scale == 1.5
     p = HiStreamPipeline(model, video_config("histream", rope_ntk_scale=1.5))
     assert p.plan_caches()[0].rope.ntk_scale == 1.0
+
+
+def test_failed_allocation_releases_what_was_allocated(monkeypatch):
+    model = tiny_model()
+    p = HiStreamPipeline(model, video_config("histream"))
+    low, high = p.plan_caches()
+
+    def boom():
+        raise MemoryError("simulated OOM on the high-res cache")
+
+    monkeypatch.setattr(high, "allocate", boom)
+    with pytest.raises(MemoryError):
+        p.generate(context(model))
+    assert low.k is None and low.v is None
