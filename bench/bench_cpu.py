@@ -35,7 +35,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, NoiseSource, StepInfo, WanConfig
-from histream_core.rope import Rope3D
 
 aten = torch.ops.aten
 
@@ -134,7 +133,8 @@ def video(preset: str, latent_frames: int, window: int | None, width: int = WIDT
 
 def count_generate(model: CausalWanModel, hs: HiStreamConfig, text_len: int = TEXT_LEN) -> dict:
     """FLOPs of one `HiStreamPipeline.generate` call, per pass (callback), per chunk and in total."""
-    pipe = HiStreamPipeline(model, hs)
+    # output_device=None: finished chunks stay on meta (the default, "cpu", cannot copy a meta tensor)
+    pipe = HiStreamPipeline(model, hs, output_device=None)
     cache_bytes = {c.name: c.planned_nbytes() for c in pipe.plan_caches()}
     cache_frames = {c.name: c.capacity_frames for c in pipe.plan_caches()}
     counter = KindCounter(text_len, model.config.head_dim)
@@ -245,29 +245,34 @@ def analytic_bidirectional(wan: WanConfig, latent_frames: int, text_len: int = T
 
 
 # ---- wall clock on the tiny model ----------------------------------------------------------------------------------
-def time_chunks(preset: str, window: int | None, size: int, chunks: int, repeats: int, seed: int = 0,
-                warmup: bool = True) -> dict:
-    """Seconds per chunk of `stream()` over `repeats` fresh generations (after one warm-up): the minimum per chunk
-    (least disturbed by other processes on a shared machine) and the median."""
+def time_chunks(specs: list[tuple[str, int | None]], size: int, chunks: int, repeats: int, seed: int = 0,
+                warmup: bool = True) -> list[dict]:
+    """Seconds per chunk of `stream()` for each (preset, window), over `repeats` fresh generations after one warm-up.
+
+    The presets take turns run by run, so a burst of load from another process hits them alike; the table keeps
+    the fastest time per chunk (the least disturbed), the JSON also the median."""
     torch.manual_seed(seed)
     model = CausalWanModel(WanConfig.preset("tiny")).eval()  # random fp32 weights
     ctx = torch.randn(1, TEXT_LEN, model.config.text_dim, generator=torch.Generator().manual_seed(seed))
-    hs = video(preset, chunks * CHUNK, window, width=size, height=size)
-    runs = []
+    configs = [video(preset, chunks * CHUNK, window, width=size, height=size) for preset, window in specs]
+    runs: list[list[list[float]]] = [[] for _ in specs]
     for r in range(repeats + int(warmup)):
-        model.rope = Rope3D(model.config.rope_axes, ntk_scale=hs.rope_ntk_scale)  # cold RoPE tables, as a new run
-        times, t0 = [], time.perf_counter()
-        for _ in HiStreamPipeline(model, hs).stream(ctx, seed=r):
-            t1 = time.perf_counter()
-            times.append(t1 - t0)
-            t0 = t1
-        if r >= int(warmup):  # with a warm-up, run 0 is not kept
-            runs.append(times)
-    per_chunk = [min(run[k] for run in runs) for k in range(hs.num_chunks)]
-    median = [statistics.median(run[k] for run in runs) for k in range(hs.num_chunks)]
-    return {"preset": preset, "window": window, "size": f"{size}x{size}", "latent_frames": hs.latent_frames,
-            "pixel_frames": hs.num_frames, "chunks": hs.num_chunks, "repeats": repeats, "seconds": per_chunk,
-            "seconds_median": median, "load_average_1_5_15min": os.getloadavg()}
+        for i, hs in enumerate(configs):
+            times, t0 = [], time.perf_counter()
+            for _ in HiStreamPipeline(model, hs).stream(ctx, seed=r):
+                t1 = time.perf_counter()
+                times.append(t1 - t0)
+                t0 = t1
+            if r >= int(warmup):  # with a warm-up, run 0 is not kept
+                runs[i].append(times)
+    out = []
+    for (preset, window), hs, rs in zip(specs, configs, runs):
+        fastest = [min(run[k] for run in rs) for k in range(hs.num_chunks)]
+        out.append({"preset": preset, "window": window, "size": f"{size}x{size}", "latent_frames": hs.latent_frames,
+                    "pixel_frames": hs.num_frames, "chunks": hs.num_chunks, "repeats": repeats, "seconds": fastest,
+                    "seconds_median": [statistics.median(run[k] for run in rs) for k in range(hs.num_chunks)],
+                    "seconds_all_runs": rs, "load_average_1_5_15min": os.getloadavg()})
+    return out
 
 
 # ---- the whole benchmark -------------------------------------------------------------------------------------------
@@ -327,13 +332,12 @@ def _run(quick: bool, log, threads: int) -> dict:
         res["flops"]["one_chunk_30_blocks"] = one
     _ratios(res["flops"])
     timing = {"model": "tiny (dim 128, 2 blocks, 1 head), random fp32 weights", "threads": threads, "runs": []}
-    size, chunks, repeats = (64, 12, 1) if quick else (128, 15, 5)
-    for preset, window in (("histream", 1), ("self_forcing", None)):
-        r = time_chunks(preset, window, size, chunks, repeats, warmup=not quick)
+    size, chunks, repeats = (64, 12, 1) if quick else (128, 15, 7)
+    for r in time_chunks([("histream", 1), ("self_forcing", None)], size, chunks, repeats, warmup=not quick):
         s = r["seconds"]
         r.update(chunk2=s[2], chunk10=s[10], ratio_10_over_2=s[10] / s[2])
         timing["runs"].append(r)
-        log(f"  timed {preset}: chunk 2 {s[2] * 1e3:.1f} ms, chunk 10 {s[10] * 1e3:.1f} ms")
+        log(f"  timed {r['preset']}: chunk 2 {s[2] * 1e3:.1f} ms, chunk 10 {s[10] * 1e3:.1f} ms")
     res["timing"] = timing
     res["seconds"] = round(time.perf_counter() - t_start, 1)
     return res
