@@ -1,23 +1,4 @@
-"""Helpers to test the pack against a real ComfyUI host.
-
-Two ways to use the host:
-
-* In-process: :func:`import_comfy` puts the ComfyUI root on ``sys.path`` and prepares its globals so
-  ``import comfy.ldm.wan.model``, ``import comfy.ops``, ``import comfy.model_management`` work on CPU.
-* As a server: :class:`ComfyServer` starts ``main.py`` headless on a free local port, with this repository
-  linked into its ``custom_nodes/`` and every writable directory in a temporary base directory.
-
-The host is found through ``COMFYUI_PATH`` (default: ``../shared/comfyui`` next to the checkout). The host tree is
-never written to: the server gets ``--base-directory`` (models, custom_nodes, input, output, temp, user), an
-on-disk database inside that directory and ``PYTHONDONTWRITEBYTECODE=1``; in-process imports turn off bytecode
-writing and point ``folder_paths`` at a temporary base directory as well.
-
-Model folders: ComfyUI lists model files through ``folder_paths.get_filename_list``, which caches a listing per
-folder kind but drops the cache whenever the modification time of a listed directory changes, i.e. whenever a
-file is added to or removed from it. Model files can therefore be written with :meth:`ComfyServer.model_dir`
-(or :meth:`ComfyServer.write_model`) at any time, also after the server has started; the next request that
-validates a prompt or asks ``/object_info`` sees them.
-"""
+"""Helpers to test the pack against a real ComfyUI host, in-process or as a headless server (see README.md here)."""
 
 from __future__ import annotations
 
