@@ -25,7 +25,6 @@ PACK_DIR_NAME = "ComfyUI-HiStream"
 TEST_NODES = REPO_ROOT / "tests" / "comfy_test_nodes"  # test-only node pack (never shipped)
 TEST_NODES_NAME = "HiStreamTestNodes"  # its folder name in a test server's custom_nodes/
 
-
 # ----------------------------------------------------------------------------------------------- locating the host
 def comfyui_path() -> Path:
     """The host ComfyUI root: ``$COMFYUI_PATH`` or ``<repo>/../shared/comfyui``."""
