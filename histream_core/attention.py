@@ -72,7 +72,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
             return _state["sage"](q, k.clone(), v, tensor_layout="NHD", is_causal=False)
         except torch.cuda.OutOfMemoryError:
             raise
-        except Exception as exc:  # unsupported arch/head size, Triton compile error…: disable for the session
+        except Exception as exc:  # noqa: BLE001 - unsupported arch/head size, Triton errors: disable sage
             _state["sage_failed"], _state["sage"] = True, None
             log.warning("sageattention failed (%s: %s); using torch SDPA from now on", type(exc).__name__, exc)
     return sdpa(q, k, v, mask)

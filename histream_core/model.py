@@ -67,10 +67,6 @@ class CausalWanModel(nn.Module):
     def device(self) -> torch.device:
         return self.text_embedding[0].weight.device
 
-    def set_rope_scale(self, ntk_scale: float) -> None:
-        if self.rope.ntk_scale != ntk_scale:
-            self.rope = Rope3D(self.config.rope_axes, ntk_scale=ntk_scale)
-
     # ---- shared pieces ---------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """[B, C, T, H, W] latents → tokens [B, T·h·w, dim] and the patch grid (T, h, w)."""

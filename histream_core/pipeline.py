@@ -54,7 +54,6 @@ class HiStreamPipeline:
         self.device = torch.device(device) if device is not None else model.device
         self.cache_dtype = cache_dtype or model.compute_dtype
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
-        model.set_rope_scale(config.rope_ntk_scale)
         self.low_cache: KVCache | None = None
         self.high_cache: KVCache | None = None
 
