@@ -216,3 +216,17 @@ def test_failed_allocation_releases_what_was_allocated(monkeypatch):
     with pytest.raises(MemoryError):
         p.generate(context(model))
     assert low.k is None and low.v is None
+
+
+def test_last_step_cache_update_skips_only_the_full_res_clean_pass():
+    model = tiny_model()
+    ctx = context(model)
+    clean = video_config("histream", num_frames=33)
+    reuse = clean.with_(cache_update="last_step")
+    ev_clean, ev_reuse = [], []
+    a = run(model, clean, ctx, callback=lambda i: ev_clean.append((i.chunk, i.stage)) if i.kind == "cache" else 0)
+    b = run(model, reuse, ctx, callback=lambda i: ev_reuse.append((i.chunk, i.stage)) if i.kind == "cache" else 0)
+    assert ev_clean == [(0, "low"), (0, "high"), (1, "low"), (1, "high")]
+    assert ev_reuse == [(0, "low"), (1, "low")]  # the low-res cache still gets clean K/V (its last step was noisy)
+    assert torch.equal(a[:, :, :3], b[:, :, :3])  # chunk 0 reads no cache
+    assert not torch.allclose(a[:, :, 3:], b[:, :, 3:], atol=1e-4)
