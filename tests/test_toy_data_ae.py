@@ -7,9 +7,22 @@ import random
 import pytest
 import torch
 
-from histream_core.toy import (COLORS, DEFAULT_WEIGHTS, ToyVideoAE, VideoSpec, VOCAB, centroid_track, detect_color,
-                               detect_direction, encode_prompt, load_toy_ae, object_area, parse_prompt, random_spec,
-                               render)
+from histream_core.toy import (
+    COLORS,
+    DEFAULT_WEIGHTS,
+    VOCAB,
+    ToyVideoAE,
+    VideoSpec,
+    centroid_track,
+    detect_color,
+    detect_direction,
+    encode_prompt,
+    load_toy_ae,
+    object_area,
+    parse_prompt,
+    random_spec,
+    render,
+)
 
 AE_AGREEMENT_MIN = 0.90  # colour + direction detected on decoded held-out videos
 AE_MSE_MAX = 0.05  # mean squared reconstruction error in [-1, 1] units (trained AE: ~0.02-0.03)

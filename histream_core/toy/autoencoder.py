@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 LATENT_CHANNELS = 16
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "toy_vae.safetensors"
