@@ -1,0 +1,160 @@
+"""The embedded toy DiT: its Wan config, its HiStream plans, generation from a prompt and the prompt-accuracy check.
+
+The toy model was trained teacher-forced (each latent frame denoised against clean earlier frames), so it needs more
+than Self-Forcing's four distilled steps: every chunk gets `TOY_STEPS` = 8 steps of the shift-`TOY_SHIFT` flow
+schedule; `histream` runs the first half of them at half resolution (4 low + 4 high), `histream_plus` gives later
+chunks 4 steps (2 low + 2 high), `self_forcing` runs all 8 at full resolution with an unbounded cache.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from ..config import HiStreamConfig, WanConfig
+from ..model import CausalWanModel
+from ..pipeline import HiStreamPipeline
+from ..schedule import ChunkSchedule, StepPlan
+
+TOY_DIT_PATH = Path(__file__).resolve().parent / "weights" / "toy_dit.safetensors"
+# loadable by ComfyUI as a Wan2.1 T2V model: one 128-wide head, text_dim 4096, freq_dim 256, 16 latent channels
+TOY_WAN_CONFIG = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=4)
+TOY_CHUNK = 1  # latent frames per chunk (the model was trained block-causal with this chunk size)
+TOY_ANCHOR = 1  # latent frames kept forever (the first chunk)
+TOY_WINDOW = 3  # most recent chunks kept besides the anchor (trained with this window, see train_dit)
+TOY_STEPS = 8
+TOY_SHIFT = 3.0
+PRESETS = ("histream", "histream_plus", "self_forcing", "low_res_only")
+
+
+def toy_step_plan(preset: str = "histream", steps: int = TOY_STEPS, shift: float = TOY_SHIFT) -> StepPlan:
+    """Per-chunk schedules for the toy model (see the module docstring)."""
+    if preset == "histream":
+        return StepPlan.uniform(ChunkSchedule.split(steps, steps // 2, shift))
+    if preset == "histream_plus":
+        later = max(2, steps // 2)
+        return StepPlan(ChunkSchedule.split(steps, steps // 2, shift), ChunkSchedule.split(later, later // 2, shift))
+    if preset == "self_forcing":
+        return StepPlan.uniform(ChunkSchedule.split(steps, 0, shift))
+    if preset == "low_res_only":  # every step at half resolution, then a naive latent upsample
+        return StepPlan.uniform(ChunkSchedule.split(steps, steps, shift))
+    raise ValueError(f"unknown toy preset {preset!r}; choose one of {PRESETS}")
+
+
+def toy_config(frames: int, size: int = 128, preset: str = "histream", steps: int = TOY_STEPS,
+               shift: float = TOY_SHIFT, **overrides) -> HiStreamConfig:
+    """A HiStreamConfig for the toy model: `frames` pixel frames (1 + 4k) of size×size, chunks of 1 latent frame,
+    anchor 1 + window 3 (self_forcing: unbounded cache, as its preset)."""
+    base = dict(width=size, height=size, num_frames=frames, chunk_frames=TOY_CHUNK, anchor_frames=TOY_ANCHOR,
+                window_chunks=None if preset == "self_forcing" else TOY_WINDOW,
+                steps=toy_step_plan(preset, steps, shift))
+    base.update(overrides)
+    return HiStreamConfig(**base)
+
+
+def load_toy_dit(path=None) -> CausalWanModel:
+    """The committed toy DiT (float32, eval mode), read through the pack's own Wan loader."""
+    from ..loading import load_wan_state_dict
+
+    sd, cfg, _ = load_wan_state_dict(path or TOY_DIT_PATH)
+    model = CausalWanModel(cfg)
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    return model.eval()
+
+
+class OdeNoise:
+    """Noise for HiStreamPipeline that turns its re-noising into a deterministic flow (DDIM/Euler) step: after a
+    step at σ with input x and prediction x0, the next draw is the predicted noise ε̂ = (x - (1-σ)·x0)/σ, mixed with
+    fresh seeded noise by `eta` (0 = pure ODE, 1 = the pipeline's own fresh-noise sampler). A chunk's first draw
+    and the DRC hand-over draw (other shape) are fresh. Pass it as both `noise` and `callback`."""
+
+    def __init__(self, seed: int, batch: int = 1, eta: float = 0.0):
+        from ..noise import NoiseSource
+
+        self.fresh, self.eta, self.eps = NoiseSource(seed, batch), eta, None
+
+    def __call__(self, shape) -> torch.Tensor:
+        fresh = self.fresh(shape)
+        if self.eps is None or tuple(self.eps.shape[1:]) != tuple(shape):
+            return fresh
+        return (1 - self.eta ** 2) ** 0.5 * self.eps + self.eta * fresh
+
+    def callback(self, info) -> None:
+        if info.kind == "denoise" and info.sigma > 0:
+            self.eps = ((info.x.float().cpu() - (1 - info.sigma) * info.x0.float().cpu()) / info.sigma)
+        else:  # a cache write: the next draw starts a new chunk
+            self.eps = None
+
+
+_CACHE: dict = {}
+
+
+def _models(model=None, ae=None, need_ae: bool = True):
+    """The given models, else the committed ones (loaded once per process)."""
+    if model is None:
+        if "dit" not in _CACHE:
+            _CACHE["dit"] = load_toy_dit()
+        model = _CACHE["dit"]
+    if ae is None and need_ae:
+        from .autoencoder import load_toy_ae
+
+        if "ae" not in _CACHE:
+            _CACHE["ae"] = load_toy_ae()
+        ae = _CACHE["ae"]
+    return model, ae
+
+
+@torch.no_grad()
+def generate_latent(prompt: str, frames: int, seed: int = 0, preset: str = "histream", size: int = 128,
+                    model=None, steps: int = TOY_STEPS, eta: float = 0.0, **overrides) -> torch.Tensor:
+    """The normalised latent [1, 16, T, size/8, size/8] of a prompt, through HiStreamPipeline."""
+    from .text import encode_prompt
+
+    model, _ = _models(model, need_ae=False)
+    cfg = toy_config(frames, size, preset, steps, **overrides)
+    if eta >= 1:
+        return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed)
+    noise = OdeNoise(seed, cfg.batch_size, eta)
+    return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed, noise=noise,
+                                                 callback=noise.callback)
+
+
+@torch.no_grad()
+def generate_toy(prompt: str, frames: int = 33, seed: int = 0, preset: str = "histream", size: int = 128,
+                 model=None, ae=None, steps: int = TOY_STEPS, eta: float = 0.0, **overrides) -> torch.Tensor:
+    """A video [3, frames, size, size] in [-1, 1] from a toy prompt ("red circle moving right, fast")."""
+    model, ae = _models(model, ae)
+    latent = generate_latent(prompt, frames, seed, preset, size, model, steps, eta, **overrides)
+    return ae.decode(latent)[0]
+
+
+def held_out_pairs(n: int, seed: int, frames=(17, 33)) -> list[tuple]:
+    """n (VideoSpec, noise seed, pixel frames) triples; specs come from their own rng, so they are not the
+    training specs (train_dit draws from `random.Random(seed)` with the training seed)."""
+    from .data import random_spec
+
+    rng = random.Random(f"toy-eval-{seed}")
+    return [(random_spec(rng), rng.randrange(2**31), 1 + 4 * rng.randint((frames[0] - 1) // 4, (frames[1] - 1) // 4))
+            for _ in range(n)]
+
+
+@torch.no_grad()
+def prompt_accuracy(pairs, preset: str = "histream", size: int = 128, model=None, ae=None,
+                    steps: int = TOY_STEPS, eta: float = 0.0) -> dict:
+    """Fraction of generated videos whose detected colour / motion direction match the prompt."""
+    from .data import centroid_track, detect_color, detect_direction
+
+    model, ae = _models(model, ae)
+    color = direction = 0
+    misses = []
+    for spec, seed, frames in pairs:
+        video = generate_toy(spec.prompt, frames, seed, preset, size, model, ae, steps, eta)
+        c, d = detect_color(video), detect_direction(centroid_track(video))
+        color += c == spec.color
+        direction += d == spec.direction
+        if c != spec.color or d != spec.direction:
+            misses.append(f"{spec.prompt!r} seed {seed}: got {c}, {d}")
+    n = max(1, len(pairs))
+    return {"color": color / n, "direction": direction / n, "n": len(pairs), "misses": misses}
