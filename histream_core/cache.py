@@ -26,6 +26,13 @@ from .attention import attention
 from .rope import Rope3D, apply_rope
 
 
+def capacity_frames(anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int) -> int:
+    """Frames a cache holds at its final size: anchor + window chunks + the current chunk (None = unbounded)."""
+    if window_chunks is None:
+        return total_frames
+    return min(total_frames, anchor_frames + (window_chunks + 1) * chunk_frames)
+
+
 @dataclass
 class _Entry:
     frame_start: int  # absolute latent frame index
@@ -44,10 +51,7 @@ class KVCache:
         self.anchor_frames = anchor_frames
         self.window_chunks = window_chunks
         self.chunk_frames = chunk_frames
-        if window_chunks is None:
-            self.capacity_frames = total_frames
-        else:
-            self.capacity_frames = min(total_frames, anchor_frames + (window_chunks + 1) * chunk_frames)
+        self.capacity_frames = capacity_frames(anchor_frames, window_chunks, chunk_frames, total_frames)
         self.rope, self.position_mode = rope, position_mode
         self.rotate_on_read = rotate_on_read and position_mode == "cache_relative"
         self.device, self.dtype = device, dtype

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+from .cache import capacity_frames
 from .config import HiStreamConfig, WanConfig
 
 
 def cache_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> dict[str, int]:
     """Self-attention KV bytes of each cache at its final (fixed) size."""
     out = {}
-    total = hi.latent_frames
-    if hi.window_chunks is None:
-        frames = total
-    else:
-        frames = min(total, hi.anchor + (hi.window_chunks + 1) * hi.chunk_frames)
+    frames = capacity_frames(hi.anchor, hi.window_chunks, hi.chunk_frames, hi.latent_frames)
     p = model.patch_size
     for name, low in (("low", True), ("high", False)):
         if (hi.uses_low_res if low else hi.uses_high_res):
