@@ -8,7 +8,7 @@ centroid's initial displacement), temporal consistency (coefficient of variation
 frames, and the share of frames where the object is found), and drift on long videos (the same metrics measured on
 the last quarter of a video 4x the training length: colour still right, object still present and of stable size).
 FLOPs per pixel frame are counted from the real forwards (torch.utils.flop_counter) on the toy model. Sampling uses
-the toy model's deterministic re-noising (`--eta 0`, see histream_core/toy/sampling.py) unless told otherwise.
+the toy model's sampler (`--sampler euler`, the deterministic flow step; `renoise` = fresh noise every step).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def mean(xs) -> float:
     return statistics.fmean(xs) if xs else float("nan")
 
 
-def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12, size: int = 128, eta: float = 0.0,
-        log=print) -> dict:
+def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12, size: int = 128,
+        sampler: str = "euler", log=print) -> dict:
     from histream_core.toy.autoencoder import load_toy_ae
 
     torch.manual_seed(0)
@@ -74,10 +74,10 @@ def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12
         short, drift = [], []
         with torch.no_grad():
             for spec, seed in evals:
-                lat = generate_latent(spec.prompt, frames, seed, preset, size, model, eta=eta)
+                lat = generate_latent(spec.prompt, frames, seed, preset, size, model, sampler=sampler)
                 short.append(video_metrics(ae.decode(lat)[0], spec))
             for spec, seed in evals[:long_pairs]:
-                lat = generate_latent(spec.prompt, long, seed, preset, size, model, eta=eta)
+                lat = generate_latent(spec.prompt, long, seed, preset, size, model, sampler=sampler)
                 drift.append(tail_metrics(ae.decode(lat)[0], spec))
         rows[preset] = {
             "label": LABELS[preset], "pairs": len(short), "long_pairs": len(drift),
@@ -92,7 +92,7 @@ def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12
     base = rows["self_forcing"]["flops_per_frame"]
     for r in rows.values():
         r["flops_vs_full_res"] = base / r["flops_per_frame"]
-    return {"frames": frames, "long_frames": long, "size": size, "eta": eta, "rows": rows,
+    return {"frames": frames, "long_frames": long, "size": size, "sampler": sampler, "rows": rows,
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
 
@@ -114,12 +114,12 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--long", type=int, default=129, help="long-video length (4x the 33-frame training clips)")
     ap.add_argument("--long-pairs", type=int, default=12)
-    ap.add_argument("--eta", type=float, default=0.0,
-                    help="0: deterministic (ODE) re-noising, the toy model's sampler; 1: fresh noise every step")
+    ap.add_argument("--sampler", choices=("euler", "renoise"), default="euler",
+                    help="euler: deterministic flow steps (the toy model's sampler); renoise: fresh noise every step")
     ap.add_argument("--out", type=Path, default=Path("bench/_out/quality_toy.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    res = run(args.pairs, args.frames, args.long, args.long_pairs, eta=args.eta)
+    res = run(args.pairs, args.frames, args.long, args.long_pairs, sampler=args.sampler)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     print(markdown(res))

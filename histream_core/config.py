@@ -78,6 +78,9 @@ POSITION_MODES = ("cache_relative", "absolute")
 UPSAMPLE_METHODS = ("nearest-exact", "bilinear", "bicubic", "area", "nearest")
 DOWNSAMPLE_METHODS = ("area", "bilinear", "bicubic", "nearest-exact")
 CACHE_UPDATES = ("clean_pass", "last_step")
+# how x0 goes to the next σ: "renoise" = fresh noise (Self-Forcing's few-step sampler, for distilled weights);
+# "euler" = reuse the predicted noise (the deterministic flow/DDIM step, for models trained by flow matching only)
+SAMPLERS = ("renoise", "euler")
 
 
 def _nearest_valid(value: int, ok, limit: int = 4096) -> tuple[int, int]:
@@ -108,6 +111,7 @@ class HiStreamConfig:
     position_mode: str = "cache_relative"
     rope_ntk_scale: float = 1.0  # >1 stretches spatial RoPE (NTK-style); 1 = plain positions
     cache_update: str = "clean_pass"  # clean_pass: extra t=0 forward (Self-Forcing); last_step: reuse final step K/V
+    sampler: str = "renoise"  # see SAMPLERS
 
     def __post_init__(self):
         self.validate()
@@ -186,7 +190,8 @@ class HiStreamConfig:
         if self.window_chunks is not None and self.window_chunks < 0:
             raise ConfigError(f"window_chunks must be >= 0 (or None for unbounded), got {self.window_chunks}")
         for name, allowed in (("upsample_method", UPSAMPLE_METHODS), ("downsample_method", DOWNSAMPLE_METHODS),
-                              ("position_mode", POSITION_MODES), ("cache_update", CACHE_UPDATES)):
+                              ("position_mode", POSITION_MODES), ("cache_update", CACHE_UPDATES),
+                              ("sampler", SAMPLERS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; choose one of {list(allowed)}")
         if self.rope_ntk_scale < 1:

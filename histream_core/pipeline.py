@@ -1,8 +1,10 @@
 """The HiStream chunk loop (DESIGN §3): per chunk, low-res steps against the low-res cache → latent upsample →
 re-noise → high-res steps against the high-res cache → t=0 passes writing both caches → window eviction.
 
-Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised with fresh noise
-to the next σ: x = (1-σ')·x0 + σ'·ε (Self-Forcing's few-step sampler).
+Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised to the next σ:
+x = (1-σ')·x0 + σ'·ε with fresh noise ε (sampler "renoise", Self-Forcing's few-step sampler) or with the predicted
+noise ε̂ = (x - (1-σ)·x0)/σ (sampler "euler": x' = x + (σ'-σ)·v, the deterministic flow ODE step). The DRC
+hand-over changes the latent size, so it always draws fresh noise at full resolution.
 """
 
 from __future__ import annotations
@@ -141,6 +143,11 @@ class HiStreamPipeline:
         h, w = self.config.low_latent_size if low else self.config.latent_size
         return noise((self.model.config.in_dim, frames, h, w)).to(self.device)
 
+    def _next_noise(self, x, x0, sigma, noise, frames, low) -> torch.Tensor:
+        if self.config.sampler == "euler" and sigma > 0:
+            return (x - (1 - sigma) * x0) / sigma  # ε̂: what the last step's input was made of
+        return self._draw(noise, frames, low=low)
+
     def _chunk(self, k, start, frames, text: TextCache, noise, callback, done) -> torch.Tensor:
         cfg = self.config
         sched = cfg.steps.for_chunk(k)
@@ -156,7 +163,7 @@ class HiStreamPipeline:
                 x = (1 - s) * resize_latent(x0, cfg.latent_size, cfg.upsample_method) + s * self._draw(
                     noise, frames, low=False)
             elif i > 0:
-                x = (1 - s) * x0 + s * self._draw(noise, frames, low=low)
+                x = (1 - s) * x0 + s * self._next_noise(x, x0, sig[i - 1], noise, frames, low)
             cache = self.low_cache if low else self.high_cache
             x0 = self._predict(x, s, text, cache, start)
             done[0] += 1

@@ -86,8 +86,26 @@ def _bounce(p: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + torch.where(u > span, 2 * span - u, u)
 
 
-def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: bool = False):
-    """[3, frames, H, W] float in [-1, 1] (and the [frames, H, W] coverage mask if with_mask)."""
+@dataclass(frozen=True)
+class Degradation:
+    """How a rendered object is spoiled to imitate a weak generator's output (faded, off-colour, soft-edged);
+    train_dit conditions on such frames so that the model learns to restore the object instead of losing it."""
+
+    opacity: float = 1.0  # object opacity over the background
+    color_mix: float = 0.0  # fraction of `other_color` mixed into the object colour
+    other_color: tuple = (0.5, 0.5, 0.5)
+    softness: float = 1.0  # edge width in pixels (1 = the normal antialiased edge)
+
+    @staticmethod
+    def random(g: random.Random) -> Degradation:
+        return Degradation(opacity=g.uniform(0.25, 0.9), color_mix=g.uniform(0.0, 0.35),
+                           other_color=tuple(g.uniform(0.0, 1.0) for _ in range(3)), softness=g.uniform(1.0, 4.0))
+
+
+def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: bool = False,
+           degrade: Degradation | None = None):
+    """[3, frames, H, W] float in [-1, 1] (and the [frames, H, W] coverage mask if with_mask); `degrade` spoils the
+    object's look (never its position)."""
     size, (x0, y0), tint, tint2 = _layout(spec)
     side = min(height, width)
     half_x, half_y = size * side / (2 * width), size * side / (2 * height)  # half box, in fractions of each axis
@@ -110,7 +128,8 @@ def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: boo
         base = py - r
         slope = 2 * px.abs() - (py + r)  # |x| <= (y + r) / 2 inside
         sd = torch.maximum(base, slope / (5 ** 0.5))
-    alpha = (0.5 - sd).clamp(0, 1)  # ~1 px antialiased edge
+    soft = degrade.softness * side / 128 if degrade else 1.0
+    alpha = (0.5 - sd / soft).clamp(0, 1)  # ~1 px antialiased edge (wider when degraded)
     if spec.background == "plain":
         bg = torch.tensor(tint).view(3, 1, 1, 1).expand(3, frames, height, width)
     else:  # vertical gradient between two dark tints
@@ -118,6 +137,9 @@ def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: boo
         bg = torch.tensor(tint).view(3, 1, 1, 1) * (1 - w) + torch.tensor(tint2).view(3, 1, 1, 1) * w
         bg = bg.expand(3, frames, height, width)
     fg = torch.tensor(COLORS[spec.color]).view(3, 1, 1, 1)
+    if degrade is not None:
+        fg = (1 - degrade.color_mix) * fg + degrade.color_mix * torch.tensor(degrade.other_color).view(3, 1, 1, 1)
+        alpha = alpha * degrade.opacity
     video = (bg * (1 - alpha) + fg * alpha) * 2 - 1
     return (video, alpha) if with_mask else video
 

@@ -26,6 +26,9 @@ TOY_ANCHOR = 1  # latent frames kept forever (the first chunk)
 TOY_WINDOW = 3  # most recent chunks kept besides the anchor (trained with this window, see train_dit)
 TOY_STEPS = 8
 TOY_SHIFT = 3.0
+# flow matching without distillation: steps follow the ODE (the pipeline's "euler" sampler); the pipeline's default
+# "renoise" (fresh noise per step, Self-Forcing's distilled sampler) collapses such a model to the mean
+TOY_SAMPLER = "euler"
 PRESETS = ("histream", "histream_plus", "self_forcing", "low_res_only")
 
 
@@ -64,30 +67,6 @@ def load_toy_dit(path=None) -> CausalWanModel:
     return model.eval()
 
 
-class OdeNoise:
-    """Noise for HiStreamPipeline that turns its re-noising into a deterministic flow (DDIM/Euler) step: after a
-    step at σ with input x and prediction x0, the next draw is the predicted noise ε̂ = (x - (1-σ)·x0)/σ, mixed with
-    fresh seeded noise by `eta` (0 = pure ODE, 1 = the pipeline's own fresh-noise sampler). A chunk's first draw
-    and the DRC hand-over draw (other shape) are fresh. Pass it as both `noise` and `callback`."""
-
-    def __init__(self, seed: int, batch: int = 1, eta: float = 0.0):
-        from ..noise import NoiseSource
-
-        self.fresh, self.eta, self.eps = NoiseSource(seed, batch), eta, None
-
-    def __call__(self, shape) -> torch.Tensor:
-        fresh = self.fresh(shape)
-        if self.eps is None or tuple(self.eps.shape[1:]) != tuple(shape):
-            return fresh
-        return (1 - self.eta ** 2) ** 0.5 * self.eps + self.eta * fresh
-
-    def callback(self, info) -> None:
-        if info.kind == "denoise" and info.sigma > 0:
-            self.eps = ((info.x.float().cpu() - (1 - info.sigma) * info.x0.float().cpu()) / info.sigma)
-        else:  # a cache write: the next draw starts a new chunk
-            self.eps = None
-
-
 _CACHE: dict = {}
 
 
@@ -108,25 +87,21 @@ def _models(model=None, ae=None, need_ae: bool = True):
 
 @torch.no_grad()
 def generate_latent(prompt: str, frames: int, seed: int = 0, preset: str = "histream", size: int = 128,
-                    model=None, steps: int = TOY_STEPS, eta: float = 0.0, **overrides) -> torch.Tensor:
+                    model=None, steps: int = TOY_STEPS, sampler: str = TOY_SAMPLER, **overrides) -> torch.Tensor:
     """The normalised latent [1, 16, T, size/8, size/8] of a prompt, through HiStreamPipeline."""
     from .text import encode_prompt
 
     model, _ = _models(model, need_ae=False)
-    cfg = toy_config(frames, size, preset, steps, **overrides)
-    if eta >= 1:
-        return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed)
-    noise = OdeNoise(seed, cfg.batch_size, eta)
-    return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed, noise=noise,
-                                                 callback=noise.callback)
+    cfg = toy_config(frames, size, preset, steps, sampler=sampler, **overrides)
+    return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed)
 
 
 @torch.no_grad()
 def generate_toy(prompt: str, frames: int = 33, seed: int = 0, preset: str = "histream", size: int = 128,
-                 model=None, ae=None, steps: int = TOY_STEPS, eta: float = 0.0, **overrides) -> torch.Tensor:
+                 model=None, ae=None, steps: int = TOY_STEPS, sampler: str = TOY_SAMPLER, **overrides) -> torch.Tensor:
     """A video [3, frames, size, size] in [-1, 1] from a toy prompt ("red circle moving right, fast")."""
     model, ae = _models(model, ae)
-    latent = generate_latent(prompt, frames, seed, preset, size, model, steps, eta, **overrides)
+    latent = generate_latent(prompt, frames, seed, preset, size, model, steps, sampler, **overrides)
     return ae.decode(latent)[0]
 
 
@@ -142,7 +117,7 @@ def held_out_pairs(n: int, seed: int, frames=(17, 33)) -> list[tuple]:
 
 @torch.no_grad()
 def prompt_accuracy(pairs, preset: str = "histream", size: int = 128, model=None, ae=None,
-                    steps: int = TOY_STEPS, eta: float = 0.0) -> dict:
+                    steps: int = TOY_STEPS, sampler: str = TOY_SAMPLER) -> dict:
     """Fraction of generated videos whose detected colour / motion direction match the prompt."""
     from .data import centroid_track, detect_color, detect_direction
 
@@ -150,7 +125,7 @@ def prompt_accuracy(pairs, preset: str = "histream", size: int = 128, model=None
     color = direction = 0
     misses = []
     for spec, seed, frames in pairs:
-        video = generate_toy(spec.prompt, frames, seed, preset, size, model, ae, steps, eta)
+        video = generate_toy(spec.prompt, frames, seed, preset, size, model, ae, steps, sampler)
         c, d = detect_color(video), detect_direction(centroid_track(video))
         color += c == spec.color
         direction += d == spec.direction

@@ -12,6 +12,10 @@
    timestep 0. Each batch is one resolution (alternating), and one layout: a prefix of 2-9 frames (loss on every
    noisy frame), or, 25% of the time, the anchor frame followed by a later run of 4 frames - what the anchor +
    window-3 cache holds once it evicts (loss on the run's last frame only, the one whose context is complete).
+   Exposure bias: a teacher-forced model sees perfect context in training but its own imperfect frames at inference,
+   and a tiny one fades its object out within a few chunks. So in `--degrade-prob` of the clips the context frames
+   come from the same video rendered with a degraded object (faded, off-colour, soft-edged; data.Degradation) while
+   the targets stay true: the model learns to restore the object from weak context instead of copying the weakness.
 3. AdamW, warmup + cosine, grad clip 1, EMA of the weights (saved). Stops at `--steps` or after `--minutes`.
 """
 
@@ -37,23 +41,28 @@ SIZES = (128, 64)
 
 
 def build_dataset(ae, videos: int, seed: int, log=print) -> dict:
-    """{"hi": [N,16,9,16,16], "lo": [2N,16,9,8,8], "prompts": [N] str, "specs": [N]} (latents float32)."""
-    from .data import random_spec, render
+    """{"hi": [N,16,9,16,16], "lo": [2N,16,9,8,8], "hi_bad"/"lo_bad" (the same videos with a degraded object, see
+    data.Degradation), "prompts": [N] str, "specs": [N]} (latents float32)."""
+    from .data import Degradation, random_spec, render
 
     rng = random.Random(seed)
     specs = [random_spec(rng) for _ in range(videos)]
-    hi, lo = [], []
+    bad = [Degradation.random(random.Random(f"degrade-{seed}-{i}")) for i in range(videos)]
+    out = {"hi": [], "lo": [], "hi_bad": [], "lo_bad": []}
     t0 = time.time()
     with torch.no_grad():
         for i in range(0, videos, 16):
-            part = specs[i:i + 16]
-            hi.append(ae.encode(torch.stack([render(s, FRAMES, 128, 128) for s in part])))
-            lo.append(ae.encode(torch.stack([render(s, FRAMES, 64, 64) for s in part])))
-    hi, lo = torch.cat(hi), torch.cat(lo)
-    down = F.avg_pool3d(hi, (1, 2, 2))  # area downsample, as the DRC low-res cache
-    log(f"dataset: {videos} videos x {FRAMES} frames at 128 and 64 px encoded in {time.time() - t0:.0f} s; "
-        f"latent std {hi.std():.3f} (128), {lo.std():.3f} (64), {down.std():.3f} (128 area-down)")
-    return {"hi": hi, "lo": torch.cat([lo, down]), "prompts": [s.prompt for s in specs], "specs": specs}
+            part, part_bad = specs[i:i + 16], bad[i:i + 16]
+            for key, size, degs in (("hi", 128, None), ("lo", 64, None), ("hi_bad", 128, part_bad),
+                                    ("lo_bad", 64, part_bad)):
+                clips = [render(s, FRAMES, size, size, degrade=degs[j] if degs else None) for j, s in enumerate(part)]
+                out[key].append(ae.encode(torch.stack(clips)))
+    data = {k: torch.cat(v) for k, v in out.items()}
+    for key in ("", "_bad"):  # the low-res pool also holds area-downsampled 128 latents (the DRC low-res cache)
+        data["lo" + key] = torch.cat([data["lo" + key], F.avg_pool3d(data["hi" + key], (1, 2, 2))])
+    log(f"dataset: {videos} videos x {FRAMES} frames at 128 and 64 px (clean and degraded) encoded in "
+        f"{time.time() - t0:.0f} s; latent std {data['hi'].std():.3f} (128), {data['lo'].std():.3f} (64 + down)")
+    return {**data, "prompts": [s.prompt for s in specs], "specs": specs}
 
 
 def teacher_forced_mask(n_clean: int, n_noisy: int, chunk: int) -> torch.Tensor:
@@ -104,14 +113,27 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     t_start = time.time()
-    data = build_dataset(load_toy_ae(), args.videos, args.seed, log)
+    cache = args.data_cache
+    if cache and cache.exists():
+        data = torch.load(cache, weights_only=False)
+        log(f"dataset: {cache.name} ({len(data['prompts'])} videos)")
+    else:
+        data = build_dataset(load_toy_ae(), args.videos, args.seed, log)
+        if cache:
+            torch.save(data, cache)
     ctx = {p: encode_prompt(p)[0] for p in sorted(set(data["prompts"]))}
     n = len(data["prompts"])
 
     model = CausalWanModel(TOY_WAN_CONFIG)
-    with torch.no_grad():  # start from v = 0
-        model.head.head.weight.zero_()
-        model.head.head.bias.zero_()
+    if args.init:  # continue from earlier weights (a second stage with another objective)
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(args.init)))
+        log(f"initialised from {args.init.name}")
+    else:
+        with torch.no_grad():  # start from v = 0
+            model.head.head.weight.zero_()
+            model.head.head.bias.zero_()
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     params = sum(p.numel() for p in model.parameters())
@@ -125,7 +147,8 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         for g in opt.param_groups:
             g["lr"] = lr
         hi_res = step % 2 == 0
-        pool = data["hi"] if hi_res else data["lo"]
+        key = "hi" if hi_res else "lo"
+        pool = data[key]
         bsz = args.batch if hi_res else 2 * args.batch
         idx = [rng.randrange(len(pool)) for _ in range(bsz)]
         frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob)
@@ -136,6 +159,11 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         s = sigma[:, None, :, None, None]
         noisy = (1 - s) * x0 + s * eps
         clean = x0[:, :, :-1]
+        if args.degrade_prob > 0:  # context with a degraded object, target the true one: learn to restore it
+            spoil = torch.rand(bsz) < args.degrade_prob
+            if spoil.any():
+                bad = data[key + "_bad"][idx][:, :, frames[:-1]]
+                clean = torch.where(spoil[:, None, None, None, None], bad, clean)
         if args.ctx_noise > 0:  # robustness to imperfect generated context (it is written at t = 0)
             amp = args.ctx_noise * torch.rand(bsz, 1, clean.shape[2], 1, 1)
             clean = clean + amp * torch.randn_like(clean)
@@ -160,7 +188,8 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
     tail = losses[-200:]
     info = {"seed": args.seed, "steps": step, "videos": args.videos, "frames": FRAMES, "sizes": list(SIZES),
             "batch": args.batch, "lr": args.lr, "ema": args.ema, "gap_prob": args.gap_prob,
-            "ctx_noise": args.ctx_noise, "threads": args.threads,
+            "ctx_noise": args.ctx_noise, "init": args.init.name if args.init else None,
+            "degrade_prob": args.degrade_prob, "threads": args.threads,
             "train_seconds": round(time.time() - t_train), "total_seconds": round(time.time() - t_start),
             "final_loss": round(sum(tail) / max(1, len(tail)), 4), "params": params, "loss_history": history,
             "chunk": TOY_CHUNK, "anchor": TOY_ANCHOR, "window": TOY_WINDOW, "sigma_shift": TOY_SHIFT}
@@ -182,7 +211,7 @@ def evaluate(model, n: int, seed: int, log=print) -> dict:
     out = {}
     for preset in ("histream", "self_forcing"):
         t0 = time.time()
-        acc = prompt_accuracy(pairs, preset, 128, model=model)  # OdeNoise sampler (eta 0)
+        acc = prompt_accuracy(pairs, preset, 128, model=model)  # the toy sampler (euler)
         out[preset] = {"color": acc["color"], "direction": acc["direction"], "n": acc["n"],
                        "seconds": round(time.time() - t0, 1)}
         log(f"{preset:13s} colour {acc['color']:.2f}  direction {acc['direction']:.2f}  "
@@ -203,6 +232,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--gap-prob", type=float, default=0.25)
     ap.add_argument("--ctx-noise", type=float, default=0.05)
+    ap.add_argument("--degrade-prob", type=float, default=0.5,
+                    help="fraction of clips whose context frames show a degraded object (faded, off-colour, soft)")
+    ap.add_argument("--init", type=Path, help="start from these weights instead of from scratch")
+    ap.add_argument("--data-cache", type=Path, help="save the encoded dataset here / reuse it if it exists")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval", type=int, default=30, help="held-out prompt/seed pairs to evaluate (0 = skip)")
