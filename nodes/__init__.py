@@ -3,6 +3,7 @@
 from .denoise_nodes import CachedUpsampleRefine, LowResDenoise
 from .loader_node import LoadHiStreamModel
 from .plan_nodes import AnchorCacheChunker, SparseStepSampler
+from .toy_nodes import HiStreamToyDecode, HiStreamToyPrompt
 
 NODE_CLASS_MAPPINGS = {
     "LoadHiStreamModel": LoadHiStreamModel,
@@ -10,6 +11,8 @@ NODE_CLASS_MAPPINGS = {
     "SparseStepSampler": SparseStepSampler,
     "LowResDenoise": LowResDenoise,
     "CachedUpsampleRefine": CachedUpsampleRefine,
+    "HiStreamToyPrompt": HiStreamToyPrompt,
+    "HiStreamToyDecode": HiStreamToyDecode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadHiStreamModel": "Load HiStream Model",
@@ -17,4 +20,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SparseStepSampler": "Sparse Step Sampler (timestep)",
     "LowResDenoise": "Low-Res Denoise (spatial 1)",
     "CachedUpsampleRefine": "Cached Upsample Refine (spatial 2)",
+    "HiStreamToyPrompt": "HiStream Toy Prompt (demo)",
+    "HiStreamToyDecode": "HiStream Toy Decode (demo)",
 }

@@ -50,7 +50,8 @@ def video_config(stage: LowResStage, **extra) -> HiStreamConfig:
     shift = host_model.resolve_shift(stage.model, st.shift)
     try:
         plan = build_step_plan(st.first_steps, st.first_low, st.later_steps, st.later_low, shift, st.sigmas)
-        return HiStreamConfig(**stage.cache.core_kwargs(), low_res_scale=stage.low_res_scale, steps=plan, **extra)
+        return HiStreamConfig(**stage.cache.core_kwargs(), low_res_scale=stage.low_res_scale, steps=plan,
+                              sampler=st.sampler, **extra)
     except (ConfigError, ScheduleError) as exc:
         raise ValueError(f"HiStream: {exc}") from None
 

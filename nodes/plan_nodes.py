@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..histream_core.config import POSITION_MODES
+from ..histream_core.config import POSITION_MODES, SAMPLERS
 from ..histream_core.schedule import ScheduleError, build_step_plan
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
@@ -91,6 +91,10 @@ class SparseStepSampler:
         }, "optional": {
             "sigmas": ("SIGMAS", {"tooltip": "A stock SIGMAS schedule used for every chunk (overrides preset "
                                              "steps and shift); the low-step counts still split it."}),
+            "sampler": (list(SAMPLERS), {"default": "renoise", "tooltip": (
+                "renoise: fresh noise between steps (Self-Forcing's sampler; use it with distilled few-step "
+                "weights). euler: deterministic flow-ODE steps (for models trained by flow matching only, e.g. "
+                "the embedded toy model; they need more steps).")}),
         }}
 
     RETURN_TYPES = (STEPS_TYPE,)
@@ -101,7 +105,7 @@ class SparseStepSampler:
                    "conditioned on a rich cache — fewer steps.")
 
     def build(self, preset, shift, first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
-              later_chunk_low_steps, sigmas=None):
+              later_chunk_low_steps, sigmas=None, sampler="renoise"):
         counts = STEP_PRESETS.get(preset, (first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
                                            later_chunk_low_steps))
         if sigmas is not None and preset != "custom":
@@ -111,4 +115,6 @@ class SparseStepSampler:
             build_step_plan(*counts, shift=shift, sigmas=custom)  # fail here, naming the fix, not mid-run
         except ScheduleError as exc:
             raise ValueError(f"SparseStepSampler: {exc}") from None
-        return (StepSpec(preset, float(shift), *counts, sigmas=custom),)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"SparseStepSampler: sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
+        return (StepSpec(preset, float(shift), *counts, sigmas=custom, sampler=sampler),)

@@ -47,6 +47,7 @@ class StepSpec:
     later_steps: int
     later_low: int
     sigmas: tuple[float, ...] | None = None  # a stock SIGMAS schedule, if connected
+    sampler: str = "renoise"  # histream_core.config.SAMPLERS
 
 
 @dataclass

@@ -52,6 +52,8 @@ SLOTS = {
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
     "Note": ([], []),
+    "HiStreamToyPrompt": ([], [("CONDITIONING", "CONDITIONING")]),
+    "HiStreamToyDecode": ([("samples", "LATENT")], [("IMAGE", "IMAGE")]),
 }
 
 
@@ -101,7 +103,7 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
     g.link(clip, 0, text, "clip")
     chunker = g.add("AnchorCacheChunker", [1920, 1088, 81, 1, 3, 3, window, "cache_relative"], (450, 0),
                     size=(330, 250))
-    steps = g.add("SparseStepSampler", [preset, 5.0, 4, 2, 2, 1], (450, 290), size=(330, 200))
+    steps = g.add("SparseStepSampler", [preset, 5.0, 4, 2, 2, 1, "renoise"], (450, 290), size=(330, 200))
     low = g.add("LowResDenoise", [42, "randomize", 0.5], (830, 0), size=(330, 200))
     g.link(model, 0, low, "model")
     g.link(text, 0, low, "positive")
@@ -122,6 +124,41 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
     return g.to_json()
 
 
+TOY_PROMPT = "red circle moving right, fast"
+TOY_NOTE = """HiStream with the embedded toy model: runs on any machine, nothing to download.
+
+The toy model is a 1.8 M-parameter causal Wan2.1-named DiT trained in the repository on procedural videos (one coloured shape moving over a dark background) with a tiny video autoencoder (Wan's 8x/4x strides). Prompt words: red green blue yellow magenta cyan orange white / circle square triangle / moving left right up down / slow fast.
+
+It was trained by flow matching only (not distilled), so it uses the 'euler' sampler with 8 steps per chunk (4 at 64x64, 4 at 128x128) and chunks of one latent frame, anchor 1 + window 3. Frames can be any 1 + 4k: memory stays flat. See histream_core/toy/MODEL_CARD.md for what it can and cannot do."""
+
+
+def build_toy(prefix: str = "histream/toy_demo") -> dict:
+    """The embedded toy model through the five HiStream nodes (runs anywhere, nothing downloaded)."""
+    g = Graph()
+    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto"], (0, 0))
+    text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 170), size=(400, 100))
+    chunker = g.add("AnchorCacheChunker", [128, 128, 65, 1, 1, 1, 3, "cache_relative"], (450, 0), size=(330, 250))
+    steps = g.add("SparseStepSampler", ["custom", 3.0, 8, 4, 8, 4, "euler"], (450, 290), size=(330, 220))
+    low = g.add("LowResDenoise", [7, "fixed", 0.5], (830, 0), size=(330, 200))
+    g.link(model, 0, low, "model")
+    g.link(text, 0, low, "positive")
+    g.link(chunker, 0, low, "cache")
+    g.link(steps, 0, low, "steps")
+    g.link(chunker, 1, low, "latent")
+    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
+    g.link(low, 0, refine, "low_res")
+    decode = g.add("HiStreamToyDecode", [], (1210, 0))
+    g.link(refine, 0, decode, "samples")
+    video = g.add("CreateVideo", [16.0], (1210, 120))
+    g.link(decode, 0, video, "images")
+    save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 290), size=(400, 420))
+    g.link(video, 0, save, "video")
+    g.add("Note", [TOY_NOTE], (0, 330), size=(420, 380), title="HiStream toy demo")
+    return g.to_json()
+
+
+OTHER_WORKFLOWS = {"histream_toy_demo.json": build_toy}
+
 WORKFLOWS = {
     "histream_t2v_1080p.json": dict(preset="HiStream"),
     "histream_plus_1080p.json": dict(preset="HiStream+", prefix="histream/plus_1080p"),
@@ -136,6 +173,9 @@ def main():
     OUT.mkdir(exist_ok=True)
     for name, kw in WORKFLOWS.items():
         (OUT / name).write_text(json.dumps(build(**kw), indent=1) + "\n")
+        print("wrote", OUT / name)
+    for name, builder in OTHER_WORKFLOWS.items():
+        (OUT / name).write_text(json.dumps(builder(), indent=1) + "\n")
         print("wrote", OUT / name)
 
 

@@ -18,7 +18,8 @@ from ..model import CausalWanModel
 from ..pipeline import HiStreamPipeline
 from ..schedule import ChunkSchedule, StepPlan
 
-TOY_DIT_PATH = Path(__file__).resolve().parent / "weights" / "toy_dit.safetensors"
+# in its own folder, registered with ComfyUI's diffusion_models by nodes/toy_nodes.py
+TOY_DIT_PATH = Path(__file__).resolve().parent / "weights" / "diffusion_models" / "histream_toy_dit.safetensors"
 # loadable by ComfyUI as a Wan2.1 T2V model: one 128-wide head, text_dim 4096, freq_dim 256, 16 latent channels
 TOY_WAN_CONFIG = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=4)
 TOY_CHUNK = 1  # latent frames per chunk (the model was trained block-causal with this chunk size)
