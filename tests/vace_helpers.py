@@ -36,3 +36,10 @@ def without_vace(model: CausalWanModel) -> CausalWanModel:
     from histream_core.model import WAN_SUBMODULES
 
     return CausalWanModel(model.config, modules={n: getattr(model, n) for n in WAN_SUBMODULES})
+
+
+def tiny_vace_tensors(config: WanConfig | None = None, vace_layers: int = 2, seed: int = 11) -> dict:
+    """Only the vace_* tensors of a random VACE model of `config` (the ComfyUI-loadable `tiny` preset)."""
+    config = config or WanConfig.preset("tiny")
+    model = vace_model(config, vace_layers, seed)
+    return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith("vace_")}
