@@ -43,3 +43,23 @@ def tiny_vace_tensors(config: WanConfig | None = None, vace_layers: int = 2, see
     config = config or WanConfig.preset("tiny")
     model = vace_model(config, vace_layers, seed)
     return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith("vace_")}
+
+
+def write_control_video(path, frames: int = 9, size: int = 64, fps: int = 16):
+    """A small moving-square mp4 (a stand-in for a depth/pose/edge control video)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.zeros((size, size, 3), dtype=np.uint8)
+            x = (4 * i) % (size // 2)
+            img[size // 4: size // 2, x: x + size // 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
