@@ -184,7 +184,7 @@ class CausalWanModel(nn.Module):
         """
         text = text if text is not None else self.text_cache(context)
         if vace is not None and vace.text is None:
-            vace = replace(vace, text=vace_text_cache(self, context, len(vace.strengths)))
+            vace = replace(vace, text=vace_text_cache(self, context, len(vace.strengths), x.shape[0]))
         f, h, w = x.shape[2] // self.config.patch_size[0], x.shape[3] // self.config.patch_size[1], \
             x.shape[4] // self.config.patch_size[2]
         cos, sin = self.rope.angles(range(frame_offset, frame_offset + f), h, w, x.device)

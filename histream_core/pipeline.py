@@ -129,7 +129,8 @@ class HiStreamPipeline:
             self.allocate()  # inside the try: an OOM on the second buffer still releases the first
             text = self.model.text_cache(context.to(self.device))
             if control is not None:
-                self._vace_text = vace_text_cache(self.model, context.to(self.device), control.entries)
+                self._vace_text = vace_text_cache(self.model, context.to(self.device), control.entries,
+                                                  cfg.batch_size)
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
                 latent = self._chunk(k, start, frames, text, noise, callback, done)

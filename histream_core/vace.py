@@ -163,8 +163,11 @@ class VaceInput:
     cache: KVCache | None = None
 
 
-def vace_text_cache(model, context: torch.Tensor, entries: int) -> TextCache:
-    """Cross-attention K/V of the text for every VACE block, repeated for the stacked entries."""
+def vace_text_cache(model, context: torch.Tensor, entries: int, batch: int | None = None) -> TextCache:
+    """Cross-attention K/V of the text for every VACE block, for the entries stacked on the batch (a context of
+    batch 1 is first expanded to `batch`)."""
+    if batch is not None:
+        context = context.expand(batch, -1, -1)
     ctx = model.text_embedding(context.to(model.compute_dtype))
     b, n = ctx.shape[:2]
     hd = (model.config.num_heads, model.config.head_dim)

@@ -141,6 +141,19 @@ def test_control_changes_output_strength_zero_and_none_are_plain():
     assert pipe.vace_caches == {} and pipe.control is None  # VACE caches exist only during a run
 
 
+def test_batch_of_two_with_two_controls_equals_single_runs():
+    """Entries and videos share the batch axis (entry-major): a batch of two with one text equals two runs."""
+    model = vace_model(seed=5)
+    ctx = context(model)  # batch 1, expanded to the video batch
+    cfg = video_config("histream_plus", width=32, height=32, num_frames=21)
+    control = random_control(cfg.latent_frames, cfg.latent_size, entries=2, strengths=[0.5, 1.0], seed=8)
+    with torch.no_grad():
+        both = HiStreamPipeline(model, cfg.with_(batch_size=2)).generate(ctx, seed=10, control=control)
+        one = HiStreamPipeline(model, cfg).generate(ctx, seed=10, control=control)
+        two = HiStreamPipeline(model, cfg).generate(ctx, seed=11, control=control)
+    assert rel_err(both, torch.cat([one, two])) <= 1e-5
+
+
 def test_control_is_causal_and_reaches_low_res_stage_resized():
     model = vace_model(seed=4)
     ctx = context(model)
