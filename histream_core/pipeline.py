@@ -155,7 +155,7 @@ class HiStreamPipeline:
             return
         if not self.model.has_vace:
             raise ValueError("the conditioning carries VACE control (WanVaceToVideo) but the model has no VACE "
-                             "blocks: choose a VACE module in Load HiStream Model's vace input")
+                             "blocks: choose a VACE module in Load HiStream Model's vace_model input")
         cfg = self.config
         control.validate(cfg.batch_size, cfg.latent_frames, cfg.latent_size)
 
