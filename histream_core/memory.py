@@ -33,3 +33,12 @@ def activation_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int =
 def run_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> int:
     text = hi.batch_size * model.text_len * model.dim * 2 * model.num_layers * bytes_per_elem
     return sum(cache_bytes(model, hi, bytes_per_elem).values()) + activation_bytes(model, hi, bytes_per_elem) + text
+
+
+def vace_cache_bytes(model: WanConfig, hi: HiStreamConfig, vace_layers: int, entries: int,
+                     bytes_per_elem: int = 2) -> int:
+    """The VACE blocks' own KV caches (same layout as the main caches, one stream per control entry)."""
+    if not entries:
+        return 0
+    main = sum(cache_bytes(model, hi, bytes_per_elem).values())
+    return main * vace_layers * entries // model.num_layers

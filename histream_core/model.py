@@ -5,6 +5,8 @@ it runs unchanged over a host's module tree whose layers cast fp8 weights, strea
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ from .cache import KVCache, TextCache
 from .config import WanConfig
 from .layers import build_wan_modules
 from .rope import Rope3D, apply_rope
+from .vace import VACE_SUBMODULES, VaceInput, VaceStream, build_vace_modules, vace_text_cache
 
 WAN_SUBMODULES = ("patch_embedding", "text_embedding", "time_embedding", "time_projection", "blocks", "head")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -35,21 +38,33 @@ class CausalWanModel(nn.Module):
     """Wan2.1 T2V DiT with Wan2.1's parameter names. `state_dict()` keys equal the official checkpoint's."""
 
     def __init__(self, config: WanConfig, device=None, dtype=None, modules: dict[str, nn.Module] | None = None,
-                 compute_dtype: torch.dtype | None = None, rope_ntk_scale: float = 1.0):
+                 compute_dtype: torch.dtype | None = None, rope_ntk_scale: float = 1.0,
+                 vace_layers: int | None = None):
+        """`vace_layers` builds that many (random) VACE blocks too; with `modules`, VACE comes from the dict."""
         super().__init__()
         self.config = config
-        mods = build_wan_modules(config, device, dtype) if modules is None else modules
+        mods = build_wan_modules(config, device, dtype) if modules is None else dict(modules)
+        if modules is None and vace_layers:
+            mods.update(build_vace_modules(config, vace_layers, device=device, dtype=dtype))
         for name in WAN_SUBMODULES:
             if name not in mods:
                 raise ValueError(f"module tree lacks Wan2.1 submodule {name!r}")
             setattr(self, name, mods[name])
+        if all(mods.get(n) is not None for n in VACE_SUBMODULES):  # optional: Wan2.1-VACE control blocks
+            for name in VACE_SUBMODULES:
+                setattr(self, name, mods[name])
         self._compute_dtype = compute_dtype
         self.rope = Rope3D(config.rope_axes, ntk_scale=rope_ntk_scale)
 
     @classmethod
     def over(cls, tree: nn.Module, config: WanConfig, compute_dtype: torch.dtype | None = None) -> CausalWanModel:
         """Run over an existing Wan-named module tree (shared, not copied): e.g. ComfyUI's `diffusion_model`."""
-        return cls(config, modules={n: getattr(tree, n) for n in WAN_SUBMODULES}, compute_dtype=compute_dtype)
+        names = WAN_SUBMODULES + tuple(n for n in VACE_SUBMODULES if getattr(tree, n, None) is not None)
+        return cls(config, modules={n: getattr(tree, n) for n in names}, compute_dtype=compute_dtype)
+
+    @property
+    def has_vace(self) -> bool:
+        return getattr(self, "vace_blocks", None) is not None
 
     # ---- dtypes/devices --------------------------------------------------------------------------------------
     @property
@@ -95,8 +110,10 @@ class CausalWanModel(nn.Module):
             kv.append((ca.norm_k(ca.k(ctx)).view(b, n, *hd), ca.v(ctx).view(b, n, *hd)))
         return TextCache(kv)
 
-    def _block(self, i: int, x: torch.Tensor, e0: torch.Tensor, frames: int, text: TextCache, self_attend):
-        blk = self.blocks[i]
+    def _block(self, i: int, x: torch.Tensor, e0: torch.Tensor, frames: int, text: TextCache, self_attend,
+               blk: nn.Module | None = None):
+        """Main block i, or (with `blk`) any Wan-shaped block whose text K/V and self-attention are at index i."""
+        blk = self.blocks[i] if blk is None else blk
         b, s, d = x.shape
         m = blk.modulation.to(device=x.device, dtype=x.dtype).unsqueeze(0) + e0  # [B, T', 6, dim]
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (m[:, :, j].unsqueeze(2) for j in range(6))
@@ -137,26 +154,37 @@ class CausalWanModel(nn.Module):
         y = y.view(b, f, h, w, pt, ph, pw, self.config.out_dim)
         return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.config.out_dim, f * pt, h * ph, w * pw)
 
-    def _run(self, x, t, text: TextCache, self_attend) -> torch.Tensor:
+    def _run(self, x, t, text: TextCache, self_attend, vace: VaceInput | None = None, vace_attend=None,
+             ) -> torch.Tensor:
         b = x.shape[0]
         tok, grid = self.embed(x)
         e, e0 = self.time_vectors(t, b)
         if e0.shape[1] not in (1, grid[0]):
             raise ValueError(f"per-frame timesteps must have {grid[0]} entries, got {e0.shape[1]}")
+        stream = None
+        if vace is not None:  # without control the VACE blocks are skipped entirely
+            if not self.has_vace:
+                raise ValueError("VACE control was given but the model has no VACE blocks: load a VACE module")
+            stream = VaceStream(self, vace, tok, e0, grid[0], vace.text, vace_attend)
         for i in range(len(self.blocks)):
             tok = self._block(i, tok, e0, grid[0], text, self_attend)
+            if stream is not None:
+                tok = stream.after_block(i, tok)
         return self._head(tok, e, grid)
 
     # ---- the three ways to run -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None, *,
                 frame_mask: torch.Tensor | None = None, frame_offset: int = 0,
-                text: TextCache | None = None) -> torch.Tensor:
+                text: TextCache | None = None, vace: VaceInput | None = None) -> torch.Tensor:
         """Full-sequence forward. x [B,16,T,H,W]; t [B] (Wan2.1) or [B,T] per-frame; context [B,L,text_dim].
 
         `frame_mask` [T,T] bool (True = query frame may attend key frame) gives the block-causal training form
         (see `masks.py`); RoPE frame positions start at `frame_offset`. Returns the flow prediction v = ε - x0.
+        `vace` adds VACE control (the VACE blocks see the same mask and positions): the reference form.
         """
         text = text if text is not None else self.text_cache(context)
+        if vace is not None and vace.text is None:
+            vace = replace(vace, text=vace_text_cache(self, context, len(vace.strengths), x.shape[0]))
         f, h, w = x.shape[2] // self.config.patch_size[0], x.shape[3] // self.config.patch_size[1], \
             x.shape[4] // self.config.patch_size[2]
         cos, sin = self.rope.angles(range(frame_offset, frame_offset + f), h, w, x.device)
@@ -165,21 +193,32 @@ class CausalWanModel(nn.Module):
         def full_attend(_i, q, k, v):
             return attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask)
 
-        return self._run(x, t, text, full_attend)
+        return self._run(x, t, text, full_attend, vace, full_attend)
 
     def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, text: TextCache, cache: KVCache,
-                      frame_start: int) -> torch.Tensor:
+                      frame_start: int, vace: VaceInput | None = None) -> torch.Tensor:
         """One chunk against the cache: its K/V are written into the cache's current slot (overwritten by every
-        step; `cache.commit()` keeps the last one), queries attend anchor + window + the chunk itself."""
-        cache.begin(frame_start, x.shape[2] // self.config.patch_size[0])
-        return self._run(x, t, text, cache.attend)
+        step; `cache.commit()` keeps the last one), queries attend anchor + window + the chunk itself.
+        `vace` (with `text` and `cache` set) runs the VACE blocks the same way against their own cache."""
+        frames = x.shape[2] // self.config.patch_size[0]
+        cache.begin(frame_start, frames)
+        if vace is None:
+            return self._run(x, t, text, cache.attend)
+        if vace.text is None or vace.cache is None:
+            raise ValueError("chunked VACE needs the VACE text K/V (vace_text_cache) and a VACE KV cache")
+        vace.cache.begin(frame_start, frames)
+        return self._run(x, t, text, cache.attend, vace, vace.cache.attend)
 
     # ---- helpers ---------------------------------------------------------------------------------------------
     def new_cache(self, *, batch: int, grid_hw: tuple[int, int], anchor_frames: int, window_chunks: int | None,
                   chunk_frames: int, total_frames: int, position_mode: str, device=None, dtype=None,
-                  name: str = "cache", rope: Rope3D | None = None, rotate_on_read: bool = False) -> KVCache:
+                  name: str = "cache", rope: Rope3D | None = None, rotate_on_read: bool = False,
+                  vace_entries: int = 0) -> KVCache:
+        """The main blocks' cache or, with `vace_entries` > 0, the VACE blocks' (entries stacked on the batch)."""
         cfg = self.config
-        return KVCache(num_layers=cfg.num_layers, batch=batch, heads=cfg.num_heads, head_dim=cfg.head_dim,
+        layers = len(self.vace_blocks) if vace_entries else cfg.num_layers
+        batch = batch * vace_entries if vace_entries else batch
+        return KVCache(num_layers=layers, batch=batch, heads=cfg.num_heads, head_dim=cfg.head_dim,
                        grid_hw=grid_hw, anchor_frames=anchor_frames, window_chunks=window_chunks,
                        chunk_frames=chunk_frames, total_frames=total_frames, rope=rope or self.rope,
                        position_mode=position_mode, device=device or self.device,

@@ -21,6 +21,7 @@ from .model import CausalWanModel
 from .noise import NoiseSource
 from .resample import resize_latent
 from .rope import Rope3D
+from .vace import VaceControl, VaceInput, vace_text_cache
 
 log = logging.getLogger("histream")
 
@@ -58,9 +59,13 @@ class HiStreamPipeline:
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
         self.low_cache: KVCache | None = None
         self.high_cache: KVCache | None = None
+        self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
+        self.vace_caches: dict[bool, KVCache] = {}  # low? → the VACE blocks' cache at that resolution
+        self._vace_text: TextCache | None = None
+        self._vace_context: dict = {}  # (low, frame_start) → this chunk's control context at that resolution
 
     # ---- caches ----------------------------------------------------------------------------------------------
-    def _new_cache(self, low: bool) -> KVCache:
+    def _new_cache(self, low: bool, vace_entries: int = 0) -> KVCache:
         cfg, p = self.config, self.model.config.patch_size
         h, w = cfg.low_latent_size if low else cfg.latent_size
         # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
@@ -70,7 +75,8 @@ class HiStreamPipeline:
             batch=cfg.batch_size, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
             window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames, total_frames=cfg.latent_frames,
             position_mode=cfg.position_mode, device=self.device, dtype=self.cache_dtype,
-            name="low-res cache" if low else "high-res cache")
+            name=("low-res" if low else "high-res") + (" VACE cache" if vace_entries else " cache"),
+            vace_entries=vace_entries)
 
     def plan_caches(self) -> list[KVCache]:
         """The caches this config needs (not yet allocated), low-res first."""
@@ -81,6 +87,11 @@ class HiStreamPipeline:
         if self.config.uses_high_res:
             self.high_cache = self.high_cache or self._new_cache(low=False)
             out.append(self.high_cache)
+        if self.control is not None:  # the VACE blocks' own caches, same layout as the main ones
+            for low in (True, False):
+                if (self.low_cache if low else self.high_cache) is not None and low not in self.vace_caches:
+                    self.vace_caches[low] = self._new_cache(low, vace_entries=self.control.entries)
+            out.extend(self.vace_caches[low] for low in (True, False) if low in self.vace_caches)
         return out
 
     def cache_nbytes(self) -> int:
@@ -94,27 +105,34 @@ class HiStreamPipeline:
                                                      f"({c.capacity_frames} frames)" for c in caches))
 
     def release(self) -> None:
-        for c in (self.low_cache, self.high_cache):
+        for c in (self.low_cache, self.high_cache, *self.vace_caches.values()):
             if c is not None:
                 c.release()
+        self.vace_caches, self._vace_text, self._vace_context = {}, None, {}
 
     # ---- generation ------------------------------------------------------------------------------------------
     def generate(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
-                 noise: Callable | None = None) -> torch.Tensor:
+                 noise: Callable | None = None, control: VaceControl | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
-        chunks = [c.latent for c in self.stream(context, seed, callback, noise)]
+        chunks = [c.latent for c in self.stream(context, seed, callback, noise, control)]
         return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
     def stream(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
-               noise: Callable | None = None) -> Iterator[ChunkResult]:
-        """Yield each finished chunk as soon as it is done. Caches are allocated here and always released."""
+               noise: Callable | None = None, control: VaceControl | None = None) -> Iterator[ChunkResult]:
+        """Yield each finished chunk as soon as it is done. Caches are allocated here and always released.
+        `control`: VACE control (WanVaceToVideo's conditioning); None skips the VACE blocks entirely."""
         cfg = self.config
         noise = noise or NoiseSource(seed, cfg.batch_size)
         context = self._check_context(context)
+        self._check_control(control)
+        self.control = control
         try:
             self.allocate()  # inside the try: an OOM on the second buffer still releases the first
             text = self.model.text_cache(context.to(self.device))
+            if control is not None:
+                self._vace_text = vace_text_cache(self.model, context.to(self.device), control.entries,
+                                                  cfg.batch_size)
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
                 latent = self._chunk(k, start, frames, text, noise, callback, done)
@@ -123,6 +141,7 @@ class HiStreamPipeline:
                 yield ChunkResult(k, start, out)
         finally:
             self.release()
+            self.control = None
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
         b, td = self.config.batch_size, self.model.config.text_dim
@@ -133,10 +152,40 @@ class HiStreamPipeline:
             raise ValueError(f"text context batch {context.shape[0]} does not match batch_size {b} (or 1)")
         return context
 
+    def _check_control(self, control: VaceControl | None) -> None:
+        if control is None:
+            return
+        if not self.model.has_vace:
+            raise ValueError("the conditioning carries VACE control (WanVaceToVideo) but the model has no VACE "
+                             "blocks: choose a VACE module in Load HiStream Model's vace_model input")
+        cfg = self.config
+        control.validate(cfg.batch_size, cfg.latent_frames, cfg.latent_size)
+
+    def _vace_input(self, cache: KVCache, start: int, frames: int) -> VaceInput | None:
+        """This chunk's control at the cache's resolution (the 96-channel context, resized once per chunk)."""
+        if self.control is None:
+            return None
+        low = cache is self.low_cache
+        key = (low, start)
+        if key not in self._vace_context:
+            cfg = self.config
+            size = cfg.low_latent_size if low else cfg.latent_size
+            ctx = self.control.chunk_context(start, frames, size, cfg.batch_size, cfg.downsample_method)
+            self._vace_context = {k: v for k, v in self._vace_context.items() if k[1] == start}  # drop old chunks
+            self._vace_context[key] = ctx.to(self.device)
+        return VaceInput(self._vace_context[key], self.control.strengths, self._vace_text, self.vace_caches[low])
+
+    def _commit(self, cache: KVCache) -> None:
+        cache.commit()
+        vcache = self.vace_caches.get(cache is self.low_cache)
+        if vcache is not None:
+            vcache.commit()
+
     def _predict(self, x, sigma, text, cache, start) -> torch.Tensor:
         b = x.shape[0]
         t = torch.full((b,), 1000.0 * sigma, device=self.device)
-        v = self.model.forward_chunk(x.to(self.device, self.model.compute_dtype), t, text, cache, start)
+        vace = self._vace_input(cache, start, x.shape[2])
+        v = self.model.forward_chunk(x.to(self.device, self.model.compute_dtype), t, text, cache, start, vace)
         return x - sigma * v.float()
 
     def _draw(self, noise, frames, low: bool) -> torch.Tensor:
@@ -193,4 +242,4 @@ class HiStreamPipeline:
                 self._predict(clean, 0.0, text, cache, start)  # t = 0 pass: the clean K/V land in the cache
                 if callback:
                     callback(StepInfo("cache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
-            cache.commit()
+            self._commit(cache)

@@ -10,6 +10,7 @@ from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_M
 from ..histream_core.memory import run_bytes
 from ..histream_core.schedule import build_step_plan
 from . import host_model
+from .control import vace_control, vace_extra_bytes
 from .loader_node import ATTENTION_KEY
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
@@ -91,7 +92,8 @@ class CachedUpsampleRefine:
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
         context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
         elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
-        host_model.load_for_sampling(patcher, run_bytes(wan, cfg, elem))
+        control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
+        host_model.load_for_sampling(patcher, run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem))
         model = host_model.causal_model(patcher)
         pipeline = HiStreamPipeline(model, cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
@@ -100,7 +102,7 @@ class CachedUpsampleRefine:
         stage.cache.live = pipeline
         set_backend(patcher.model_options.get("transformer_options", {}).get(ATTENTION_KEY))
         try:
-            x = pipeline.generate(context.to(patcher.load_device), seed=stage.seed, callback=progress)
+            x = pipeline.generate(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control)
         except host_model.OOM_ERRORS as exc:
             raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes() / 2**30:.1f} GiB of KV "
                             f"cache planned): lower window_chunks, batch_size or the resolution, or load the "

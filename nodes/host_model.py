@@ -27,8 +27,6 @@ def wan_config_of(diffusion_model) -> WanConfig:
     if getattr(dm, "in_dim", 16) != 16 or getattr(dm, "out_dim", 16) != 16:
         raise ValueError(f"this MODEL works on {dm.in_dim}-channel latents; HiStream needs a Wan2.1 text-to-video "
                          f"model (16 latent channels, e.g. Self-Forcing), not Wan2.2 TI2V or Fun/control models")
-    if hasattr(dm, "vace_blocks"):
-        raise ValueError("this MODEL is a Wan2.1 VACE model; load the Self-Forcing T2V weights as the main model")
     return WanConfig(dim=dm.dim, ffn_dim=dm.ffn_dim, freq_dim=dm.freq_dim, text_dim=dm.text_dim,
                      text_len=dm.text_len, in_dim=dm.in_dim, out_dim=dm.out_dim, num_heads=dm.num_heads,
                      num_layers=dm.num_layers, patch_size=tuple(dm.patch_size), qk_norm=dm.qk_norm,
@@ -47,6 +45,10 @@ def causal_model(patcher) -> CausalWanModel:
         log.warning("HiStream runs the model's layers directly: model patches of kind %s (block replacements, "
                     "whole-model wrappers) are not applied", ", ".join(found))
     dm = patcher.model.diffusion_model
+    if getattr(dm, "vace_blocks", None) is not None and not options.get("histream_vace"):
+        log.warning("HiStream: this MODEL carries VACE blocks but was not loaded by Load HiStream Model: its main "
+                    "blocks must be causal (Self-Forcing) weights; a full Wan2.1-VACE checkpoint's main blocks are "
+                    "the 50-step model. Attach a VACE file with Load HiStream Model's vace_model instead")
     return CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher))
 
 

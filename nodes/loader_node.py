@@ -9,13 +9,15 @@ import folder_paths
 import torch
 
 from ..histream_core.attention import BACKENDS
-from ..histream_core.loading import CheckpointError, load_wan_state_dict
+from ..histream_core.loading import CheckpointError, load_vace_state_dict, load_wan_state_dict
 from .stage_types import CATEGORY
 
 log = logging.getLogger("histream")
 
 WEIGHT_DTYPES = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}
 ATTENTION_KEY = "histream_attention"
+VACE_KEY = "histream_vace"  # transformer_options: the VACE file attached by this loader
+NO_VACE = "none"
 
 
 class LoadHiStreamModel:
@@ -29,6 +31,11 @@ class LoadHiStreamModel:
                 "tooltip": "Storage dtype of the weights. fp8_e4m3fn halves weight memory (computed in bf16/fp16)."}),
             "attention": (list(BACKENDS), {
                 "tooltip": "auto: sageattention when installed on a CUDA GPU, else torch SDPA."}),
+        }, "optional": {
+            "vace_model": ([NO_VACE] + folder_paths.get_filename_list("diffusion_models"), {
+                "default": NO_VACE,
+                "tooltip": "VACE control (for WanVaceToVideo): a Wan2.1 VACE module (vace_* tensors only) or a full "
+                           "Wan2.1-VACE-1.3B checkpoint, of which only the vace_* tensors are used."}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -37,7 +44,7 @@ class LoadHiStreamModel:
     DESCRIPTION = ("Loads a causal (Self-Forcing) Wan2.1 T2V model as a standard MODEL: stock LoRA loaders and "
                    "model patches apply to it.")
 
-    def load(self, model_name, weight_dtype, attention):
+    def load(self, model_name, weight_dtype, attention, vace_model=NO_VACE):
         path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)
         try:
             sd, cfg, info = load_wan_state_dict(path)
@@ -45,11 +52,23 @@ class LoadHiStreamModel:
             raise ValueError(str(exc)) from None
         log.info("HiStream: %s (%s format, dim %d, %d blocks)", model_name, info.get("format"), cfg.dim,
                  cfg.num_layers)
+        if vace_model and vace_model != NO_VACE:  # the host then builds its VACE model type over both
+            try:
+                vace, vinfo = load_vace_state_dict(folder_paths.get_full_path_or_raise("diffusion_models",
+                                                                                       vace_model), cfg)
+            except CheckpointError as exc:
+                raise ValueError(str(exc)) from None
+            sd = {**sd, **vace}
+            log.info("HiStream: VACE control from %s (%d VACE blocks%s)", vace_model, vinfo["vace_layers"],
+                     "; the file's main blocks are not used" if vinfo["full_checkpoint"] else "")
         options = {}
         if WEIGHT_DTYPES[weight_dtype] is not None:
             options["dtype"] = WEIGHT_DTYPES[weight_dtype]
         patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
         if patcher is None:
             raise ValueError(f"ComfyUI could not recognise {model_name} as a Wan2.1 model after conversion")
-        patcher.model_options.setdefault("transformer_options", {})[ATTENTION_KEY] = attention
+        options = patcher.model_options.setdefault("transformer_options", {})
+        options[ATTENTION_KEY] = attention
+        if vace_model and vace_model != NO_VACE:
+            options[VACE_KEY] = vace_model
         return (patcher,)

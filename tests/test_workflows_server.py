@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from nodes_support import tiny_state_dict, write_lora, write_self_forcing_pt
+from nodes_support import saved_latent, tiny_state_dict, write_comfy_safetensors, write_lora, write_self_forcing_pt
 from safetensors.torch import save_file
+from vace_helpers import tiny_vace_tensors, write_control_video
 from workflow_convert import ui_to_api
 
 pytestmark = pytest.mark.comfy
@@ -42,6 +43,10 @@ def server(comfy_server_factory, comfy_modules):
     write_self_forcing_pt(srv.model_dir("diffusion_models") / "self_forcing_dmd.pt", weights)
     write_lora(srv.model_dir("loras") / "tiny_lora.safetensors", weights)
     save_file(random_wan21_vae(comfy_modules), str(srv.model_dir("vae") / "tiny_wan21_vae.safetensors"))
+    # a full VACE checkpoint (other main blocks + vace_*), of which the loader takes the vace_* tensors only
+    write_comfy_safetensors(srv.model_dir("diffusion_models") / "tiny_vace_full.safetensors",
+                            {**tiny_state_dict(seed=9), **tiny_vace_tensors()})
+    write_control_video(srv.input_dir / "control_video.mp4", frames=9, size=64)
     return srv
 
 
@@ -81,6 +86,12 @@ def tiny_api(server, path: Path) -> dict:
         api[nid]["inputs"]["lora_name"] = "tiny_lora.safetensors"
     for nid in by_type["LoadHiStreamModel"]:  # the toy demo ships its own (embedded) weights
         assert api[nid]["inputs"]["model_name"] in ("self_forcing_dmd.pt", "histream_toy_dit.safetensors")
+        if api[nid]["inputs"].get("vace_model", "none") != "none":
+            api[nid]["inputs"]["vace_model"] = "tiny_vace_full.safetensors"
+    for nid in by_type.get("WanVaceToVideo", []):
+        api[nid]["inputs"].update(width=64, height=64, length=9)
+    for nid in by_type.get("LoadVideo", []):
+        assert api[nid]["inputs"]["file"] == "control_video.mp4"
     return api
 
 
@@ -99,3 +110,22 @@ def test_shipped_workflow_runs_to_a_video_file(server, path):
         assert (stream.width, stream.height) == (64, 64)
         assert len(frames) == 9
         assert float(stream.average_rate) == 16.0
+
+
+def test_vace_workflow_control_changes_the_video(server):
+    """The shipped VACE workflow's latent with its control differs from the same graph without WanVaceToVideo."""
+    api = tiny_api(server, WORKFLOWS[0].parent / "histream_vace_control_1080p.json")
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
+                                                        "filename_prefix": "histream_test/vace_on"}}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    with_control = saved_latent(server, server.run(api, timeout=600), "90")
+    low = api[ids["LowResDenoise"]]["inputs"]
+    assert low["positive"][0] == ids["WanVaceToVideo"]
+    low["positive"] = [ids["HiStreamTestConditioning"], 0]  # the text alone: no control
+    api["90"]["inputs"]["filename_prefix"] = "histream_test/vace_off"
+    without = saved_latent(server, server.run(api, timeout=600), "90")
+    assert with_control.shape == without.shape == (1, 16, 3, 8, 8)
+    assert torch.isfinite(with_control).all()
+    assert (with_control - without).norm() > 1e-2 * without.norm()

@@ -21,6 +21,9 @@ MODELS = {
             "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
                    "wan_2.1_vae.safetensors"},
     "lora": {"name": "your_wan21_t2v_1.3B_lora.safetensors", "directory": "loras"},
+    "vace": {"name": "wan2.1_vace_1.3B_fp16.safetensors", "directory": "diffusion_models",
+             "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+                    "diffusion_models/wan2.1_vace_1.3B_fp16.safetensors"},
 }
 
 PROMPT = ("A golden retriever runs along a sunlit beach at sunset, waves rolling in, cinematic tracking shot, "
@@ -54,6 +57,13 @@ SLOTS = {
     "Note": ([], []),
     "HiStreamToyPrompt": ([], [("CONDITIONING", "CONDITIONING")]),
     "HiStreamToyDecode": ([("samples", "LATENT")], [("IMAGE", "IMAGE")]),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "Canny": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "WanVaceToVideo": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                        ("control_video", "IMAGE"), ("control_masks", "MASK"), ("reference_image", "IMAGE")],
+                       [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
+                        ("trim_latent", "INT")]),
 }
 
 
@@ -93,7 +103,7 @@ class Graph:
 
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p") -> dict:
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto"], (0, 0), models=["self_forcing"])
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none"], (0, 0), models=["self_forcing"])
     if lora:
         lora_id = g.add("LoraLoaderModelOnly", [MODELS["lora"]["name"], 1.0], (0, 170), models=["lora"])
         g.link(model, 0, lora_id, "model")
@@ -124,6 +134,67 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
     return g.to_json()
 
 
+VACE_NOTE = """HiStream + VACE control (the "ControlNet" of Wan) through the stock WanVaceToVideo node.
+
+Load HiStream Model: vace_model attaches only the vace_* tensors of the chosen file (a Wan2.1 VACE module, or the full wan2.1_vace_1.3B checkpoint whose main blocks are NOT used) to the causal Self-Forcing model.
+Control: Load Video -> Get Video Components -> Canny (or any depth/pose preprocessor) -> WanVaceToVideo.control_video; optional control_masks. reference_image is not supported (one clear error). WanVaceToVideo's width/height/length must equal the Anchor Cache Chunker's; its latent output is not used (the chunker makes the latent); negative is unused (no CFG).
+Per chunk the VACE blocks run causally with their own anchor + window KV cache at both resolutions (the control resized for the low-res stage) and add their hints, times strength, to the main blocks. Without WanVaceToVideo the VACE blocks are skipped entirely.
+
+Models: self_forcing_dmd.pt and wan2.1_vace_1.3B_fp16 -> models/diffusion_models, umt5_xxl -> models/text_encoders, wan_2.1_vae -> models/vae; your control video -> input/.
+The VACE KV caches add half the main caches' memory (15 of 30 blocks) per control video."""
+
+
+def build_vace(prefix: str = "histream/vace_control_1080p") -> dict:
+    """HiStream with VACE control from stock nodes: LoadVideo → Canny → WanVaceToVideo → LowResDenoise."""
+    g = Graph()
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", MODELS["vace"]["name"]], (0, 0),
+                  models=["self_forcing", "vace"])
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], (0, 170), models=["umt5"])
+    text = g.add("CLIPTextEncode", [PROMPT], (0, 320), size=(400, 180))
+    g.link(clip, 0, text, "clip")
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], (0, 540), models=["vae"])
+    video_in = g.add("LoadVideo", ["control_video.mp4", "image"], (0, 690), size=(320, 320))
+    parts = g.add("GetVideoComponents", [], (0, 1050))
+    g.link(video_in, 0, parts, "video")
+    canny = g.add("Canny", [0.4, 0.8], (370, 1050))
+    g.link(parts, 0, canny, "image")
+    vace = g.add("WanVaceToVideo", [1920, 1088, 81, 1, 1.0], (450, 540), size=(330, 300))
+    g.link(text, 0, vace, "positive")
+    g.link(text, 0, vace, "negative")
+    g.link(vae, 0, vace, "vae")
+    g.link(canny, 0, vace, "control_video")
+    chunker = g.add("AnchorCacheChunker", [1920, 1088, 81, 1, 3, 3, 1, "cache_relative"], (450, 0),
+                    size=(330, 250))
+    steps = g.add("SparseStepSampler", ["HiStream", 5.0, 4, 2, 2, 1, "renoise"], (450, 290), size=(330, 200))
+    low = g.add("LowResDenoise", [42, "randomize", 0.5], (830, 0), size=(330, 200))
+    g.link(model, 0, low, "model")
+    g.link(vace, 0, low, "positive")
+    g.link(chunker, 0, low, "cache")
+    g.link(steps, 0, low, "steps")
+    g.link(chunker, 1, low, "latent")
+    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
+    g.link(low, 0, refine, "low_res")
+    decode = g.add("VAEDecode", [], (1210, 0))
+    g.link(refine, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    video = g.add("CreateVideo", [16.0], (1210, 170))
+    g.link(decode, 0, video, "images")
+    save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
+    g.link(video, 0, save, "video")
+    g.add("Note", [VACE_NOTE], (830, 800), size=(700, 320), title="HiStream + VACE control")
+    return g.to_json()
+
+
+WORKFLOWS = {
+    "histream_t2v_1080p.json": dict(preset="HiStream"),
+    "histream_plus_1080p.json": dict(preset="HiStream+", prefix="histream/plus_1080p"),
+    "histream_lora_1080p.json": dict(preset="HiStream", lora=True, prefix="histream/lora_1080p"),
+    # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
+    "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
+                                            prefix="histream/self_forcing_1080p"),
+}
+
+
 TOY_PROMPT = "red circle moving right, fast"
 TOY_NOTE = """HiStream with the embedded toy model: runs on any machine, nothing to download.
 
@@ -135,7 +206,7 @@ It was trained by flow matching only (not distilled), so it uses the 'euler' sam
 def build_toy(prefix: str = "histream/toy_demo") -> dict:
     """The embedded toy model through the five HiStream nodes (runs anywhere, nothing downloaded)."""
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto"], (0, 0))
+    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], (0, 0))
     text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 170), size=(400, 100))
     chunker = g.add("AnchorCacheChunker", [128, 128, 65, 1, 1, 1, 3, "cache_relative"], (450, 0), size=(330, 250))
     steps = g.add("SparseStepSampler", ["custom", 3.0, 8, 4, 8, 4, "euler"], (450, 290), size=(330, 220))
@@ -157,15 +228,9 @@ def build_toy(prefix: str = "histream/toy_demo") -> dict:
     return g.to_json()
 
 
-OTHER_WORKFLOWS = {"histream_toy_demo.json": build_toy}
-
-WORKFLOWS = {
-    "histream_t2v_1080p.json": dict(preset="HiStream"),
-    "histream_plus_1080p.json": dict(preset="HiStream+", prefix="histream/plus_1080p"),
-    "histream_lora_1080p.json": dict(preset="HiStream", lora=True, prefix="histream/lora_1080p"),
-    # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
-    "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
-                                            prefix="histream/self_forcing_1080p"),
+BUILDERS = {  # graphs of their own shape
+    "histream_vace_control_1080p.json": build_vace,
+    "histream_toy_demo.json": build_toy,
 }
 
 
@@ -174,7 +239,7 @@ def main():
     for name, kw in WORKFLOWS.items():
         (OUT / name).write_text(json.dumps(build(**kw), indent=1) + "\n")
         print("wrote", OUT / name)
-    for name, builder in OTHER_WORKFLOWS.items():
+    for name, builder in BUILDERS.items():
         (OUT / name).write_text(json.dumps(builder(), indent=1) + "\n")
         print("wrote", OUT / name)
 
