@@ -86,6 +86,11 @@ class CachedUpsampleRefine:
                    "resolution against the high-res cache, then write both caches. Runs the whole chunk loop; with "
                    "a VAE connected, each finished chunk is decoded before the next one starts.")
 
+    @classmethod
+    def IS_CHANGED(cls, prompt=None, unique_id=None, **_):
+        # part of ComfyUI's cache key: connecting the IMAGE output re-runs the node, so that run() can check the vae
+        return stream_decode.image_output_used(prompt, unique_id)
+
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
             prompt=None, unique_id=None):
         stage = low_res

@@ -74,6 +74,7 @@ class StreamingDecode:
         self.latent: torch.Tensor | None = None  # [B, 16, T, h, w] on the VAE device: the chunks so far, then zeros
         self.video: torch.Tensor | None = None  # [B, pixel frames, H, W, 3], allocated on the first output
 
+    @torch.no_grad()
     def decode(self, raw_latent: torch.Tensor) -> torch.Tensor:
         """`raw_latent`: the next chunk [B, 16, t, h, w] in the VAE's (process_out) latent space."""
         if self.feat_cache is None:
