@@ -86,11 +86,6 @@ class CachedUpsampleRefine:
                    "resolution against the high-res cache, then write both caches. Runs the whole chunk loop; with "
                    "a VAE connected, each finished chunk is decoded before the next one starts.")
 
-    @classmethod
-    def IS_CHANGED(cls, prompt=None, unique_id=None, **_):
-        # part of ComfyUI's cache key: connecting the IMAGE output re-runs the node, so that run() can check the vae
-        return stream_decode.image_output_used(prompt, unique_id)
-
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
             prompt=None, unique_id=None):
         stage = low_res
@@ -101,8 +96,7 @@ class CachedUpsampleRefine:
             raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
                              f"AnchorCacheChunker's latent output to LowResDenoise")
         if vae is None and stream_decode.image_output_used(prompt, unique_id):
-            raise ValueError("Cached Upsample Refine's IMAGE output is connected but its vae input is empty: connect "
-                             "a VAELoader (Wan2.1 VAE) to vae, or decode the LATENT output with VAEDecode")
+            raise ValueError(stream_decode.NO_VAE_MESSAGE)
         decoder = None if vae is None else stream_decode.StreamingDecode(vae, cfg.batch_size, cfg.latent_frames)
         patcher = stage.model
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
@@ -141,4 +135,5 @@ class CachedUpsampleRefine:
             host_model.free_memory_after_run()
             log.info("HiStream: released the KV caches")
         latent = host_model.to_latent_output(patcher, torch.cat(chunks, dim=2))
-        return (latent, None if decoder is None else decoder.images())
+        # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
+        return (latent, stream_decode.no_images() if decoder is None else decoder.images())

@@ -18,9 +18,12 @@ import comfy.model_management
 import latent_preview
 import torch
 from comfy.cli_args import LatentPreviewMethod, args
+from comfy_execution.graph_utils import ExecutionBlocker
 from PIL import Image
 
 IMAGE_OUTPUT = 1  # CachedUpsampleRefine's IMAGE output slot
+NO_VAE_MESSAGE = ("Cached Upsample Refine's IMAGE output is connected but its vae input is empty: connect a VAELoader "
+                  "(Wan2.1 VAE) to vae, or decode the LATENT output with VAEDecode")
 
 
 def pixel_frames(latent_frames: int) -> int:
@@ -54,6 +57,12 @@ def image_output_used(prompt: dict | None, unique_id) -> bool:
             if isinstance(value, list) and len(value) == 2 and str(value[0]) == me and value[1] == IMAGE_OUTPUT:
                 return True
     return False
+
+
+def no_images():
+    """The IMAGE output without a VAE: ComfyUI's ExecutionBlocker stops any node that reads it with the message
+    (the run itself checks the graph first; this also covers a cached result and graphs it cannot see)."""
+    return ExecutionBlocker(NO_VAE_MESSAGE)
 
 
 def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int]) -> int:

@@ -141,8 +141,10 @@ def test_node_decodes_each_chunk_before_the_next_starts(pack, patcher, vae, prev
 
 
 def test_without_vae_latent_is_unchanged_and_chunks_get_latent_previews(pack, patcher, vae, previews):
+    from comfy_execution.graph_utils import ExecutionBlocker
+
     latent, images, _ = run_node(pack, patcher, None)
-    assert images is None
+    assert isinstance(images, ExecutionBlocker) and "vae input is empty" in images.message  # blocks any reader
     low, high = (4, 4), (8, 8)
     assert previews == [("bar", 1, low), ("bar", 2, low), ("bar", 3, high), ("bar", 4, high), ("bar", 4, (24, 8)),
                         ("bar", 5, low), ("bar", 6, high), ("bar", 6, (8, 8))]
@@ -166,13 +168,15 @@ def test_batch_two_node_image_equals_stock_vaedecode(pack, patcher, vae):
 
 
 def test_image_output_without_vae_is_a_clear_error(pack, patcher):
+    from comfy_execution.graph_utils import ExecutionBlocker
+
     prompt = {"7": {"class_type": "CachedUpsampleRefine", "inputs": {}},
               "9": {"class_type": "CreateVideo", "inputs": {"images": ["7", 1], "fps": 16.0}}}
     with pytest.raises(ValueError, match="IMAGE output is connected but its vae input is empty"):
         run_node(pack, patcher, None, prompt=prompt, unique_id="7")
     prompt["9"]["inputs"]["images"] = ["8", 0]  # someone else's IMAGE: fine
     _, images, _ = run_node(pack, patcher, None, frames=5, prompt=prompt, unique_id="7")
-    assert images is None
+    assert isinstance(images, ExecutionBlocker)
 
 
 def test_stop_during_decode_releases_everything_and_next_run_works(pack, patcher, vae, comfy_modules):

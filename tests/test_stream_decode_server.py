@@ -1,7 +1,11 @@
 """Streaming decode inside a real headless ComfyUI: the sampler's IMAGE output equals stock VAEDecode of its LATENT
-(as saved PNGs), and connecting the IMAGE output without a VAE gives one clear error, even after a cached run."""
+(as saved PNGs), and connecting the IMAGE output without a VAE gives one clear error, also when the sampler's result
+comes from ComfyUI's cache."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from safetensors.torch import save_file
 from stream_decode_support import random_wan_vae
 
 pytestmark = pytest.mark.comfy
+NO_VAE = "IMAGE output is connected but its vae input is empty"
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +46,40 @@ def test_image_output_equals_stock_vaedecode_in_the_server(server):
     assert len({a.tobytes() for a in ours}) > 1  # frames differ: not a constant image
 
 
-def test_connected_image_without_vae_is_a_clear_error_even_after_a_cached_run(server):
+def run_listening(server, prompt, timeout=600.0) -> tuple[dict, list[dict]]:
+    """Run a prompt while listening on the websocket as the UI does; returns the history entry and the messages."""
+    import aiohttp
+
+    async def listen():
+        messages = []
+        url = server.url.replace("http://", "ws://") + f"/ws?clientId={server.client_id}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            pid = await asyncio.to_thread(server.queue, prompt)
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                messages.append(data)
+                body = data.get("data") or {}
+                if body.get("prompt_id") == pid and (data["type"] == "execution_success" or (
+                        data["type"] == "executing" and body.get("node") is None)):
+                    return pid, messages
+        raise AssertionError("the websocket closed")
+
+    pid, messages = asyncio.run(asyncio.wait_for(listen(), timeout))
+    return server.wait(pid, timeout=60, check=False), messages
+
+
+def test_connected_image_without_vae_is_a_clear_error(server):
     p = histream_prompt("stream_decode_model.pt", frames=5, seed=4, prefix="stream_decode/plain")
-    server.run(p, timeout=600)  # IMAGE unconnected, no VAE: fine (and now cached)
     p["11"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 1]}}
-    with pytest.raises(WorkflowError, match="IMAGE output is connected but its vae input is empty"):
+    with pytest.raises(WorkflowError, match=NO_VAE):  # the run sees the connection in the graph: fails up front
         server.run(p, timeout=600)
+    del p["11"]
+    server.run(p, timeout=600)  # IMAGE unconnected, no VAE: fine, and now cached
+    p["11"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 1]}}
+    entry, messages = run_listening(server, p)  # node 7 is not run again: its IMAGE output blocks the reader
+    errors = [m["data"] for m in messages if m["type"] == "execution_error"]
+    assert [(e["node_id"], e["exception_type"]) for e in errors] == [("11", "ExecutionBlocked")]
+    assert NO_VAE in errors[0]["exception_message"]
+    assert not server.output_files(entry, "11")
