@@ -1,16 +1,16 @@
-"""Streaming decode: the host's Wan2.1 VAE decodes each finished chunk while HiStream makes the next one.
+"""Streaming decode: the host's Wan2.1 VAE decodes each finished chunk before HiStream starts the next one.
 
 The host's `WanVAE.decode` maps the latent through `conv2` (a 1×1×1 convolution) and then calls its decoder one
 latent frame at a time, carrying a causal feature cache (the last frames seen by every causal 3-D convolution) from
 call to call; the first call sees no cache and yields 1 pixel frame, every later latent frame 4. Keeping that cache
 alive across chunks and feeding the same one-frame calls in the same order therefore gives stock `VAEDecode`'s
 pixels exactly. One detail matters for bit equality: `conv2` must see a tensor of the whole video's shape. It is
-pointwise in time, but CPU kernels split the flattened positions into vector blocks and a scalar tail whose rounding
-differs (fused vs separate multiply-add), and where the split falls depends on the tensor's size; so each chunk is
-written into a video-sized latent buffer and `conv2` runs over that buffer (its 1×1×1 cost is negligible).
+pointwise, but CPU kernels block the flattened positions by the tensor's size, and a position's rounding can depend
+on the block it lands in (seen: `conv2` of a 2×3-latent chunk differed in the last bits from the same frames of the
+whole-latent `conv2`). So each chunk is written into a video-sized latent buffer on the VAE's device (as stock
+`VAEDecode` holds the whole latent there) and `conv2` runs over that buffer; its 1×1×1 cost is negligible.
 Only the host's own modules run here; this file holds no math of its own.
 """
-
 from __future__ import annotations
 
 import comfy.ldm.wan.vae as wan_vae
