@@ -91,6 +91,10 @@ def test_real_size_wan_vae_streamed_equals_stock(sdec, comfy_modules):
     assert torch.equal(out, stock_vae_decode(real, raw))
 
 
+def test_pixel_frame_count_is_the_hosts(sdec, vae):
+    assert [sdec.pixel_frames(t) for t in range(40)] == [vae.upscale_ratio[0](t) for t in range(40)]
+
+
 def test_refuses_wrong_vae_and_overlong_input(sdec, vae):
     class NotWan:
         first_stage_model = torch.nn.Identity()
