@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, ScheduleError
 from ..histream_core.attention import set_backend
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
 from ..histream_core.memory import run_bytes
 from ..histream_core.schedule import build_step_plan
-from . import host_model
+from . import host_model, stream_decode
 from .control import vace_control, vace_extra_bytes
 from .loader_node import ATTENTION_KEY
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
@@ -72,15 +74,22 @@ class CachedUpsampleRefine:
             "cache_update": (list(CACHE_UPDATES), {
                 "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
                            "reuse the final step's K/V (faster, approximate)."}),
-        }}
+        }, "optional": {
+            "vae": ("VAE", {"tooltip": "Wan2.1 VAE: decode each chunk while the next is generated (the IMAGE output, "
+                                       "equal to VAEDecode of the LATENT). Leave empty to decode afterwards."}),
+        }, "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
 
-    RETURN_TYPES = ("LATENT",)
+    RETURN_TYPES = ("LATENT", "IMAGE")
+    OUTPUT_TOOLTIPS = ("The video latent (for VAEDecode / VAEDecodeTiled).",
+                       "The decoded frames; needs the vae input (without it this output must stay unconnected).")
     FUNCTION = "run"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Spatial compression, stage 2: upsample each chunk's low-res x0, re-noise, finish at full "
-                   "resolution against the high-res cache, then write both caches. Runs the whole chunk loop.")
+                   "resolution against the high-res cache, then write both caches. Runs the whole chunk loop; with "
+                   "a VAE connected, each finished chunk is decoded before the next one starts.")
 
-    def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update):
+    def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
+            prompt=None, unique_id=None):
         stage = low_res
         cfg = video_config(stage, upsample_method=upsample_method, downsample_method=downsample_method,
                            rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update)
@@ -88,12 +97,20 @@ class CachedUpsampleRefine:
         if shape != cfg.latent_shape():
             raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
                              f"AnchorCacheChunker's latent output to LowResDenoise")
+        if vae is None and stream_decode.image_output_used(prompt, unique_id):
+            raise ValueError(stream_decode.NO_VAE_MESSAGE)
+        decoder = None if vae is None else stream_decode.StreamingDecode(vae, cfg.batch_size, cfg.latent_frames)
         patcher = stage.model
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
         context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
         elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
         control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
-        host_model.load_for_sampling(patcher, run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem))
+        need = run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem)
+        if decoder is None:
+            host_model.load_for_sampling(patcher, need)
+        else:
+            stream_decode.load_with_vae(patcher, vae, need,
+                                        stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size))
         model = host_model.causal_model(patcher)
         pipeline = HiStreamPipeline(model, cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
@@ -101,16 +118,26 @@ class CachedUpsampleRefine:
         progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks))
         stage.cache.live = pipeline
         set_backend(patcher.model_options.get("transformer_options", {}).get(ATTENTION_KEY))
+        chunks = []
+        stream = pipeline.stream(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control)
         try:
-            x = pipeline.generate(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control)
+            for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
+                chunks.append(chunk.latent)
+                frames = None if decoder is None else decoder.decode(host_model.to_raw_latent(patcher, chunk.latent))
+                progress.chunk_done(chunk.latent, frames)
         except host_model.OOM_ERRORS as exc:
             raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes() / 2**30:.1f} GiB of KV "
-                            f"cache planned): lower window_chunks, batch_size or the resolution, or load the "
-                            f"weights as fp8_e4m3fn") from exc
+                            f"cache planned): lower window_chunks, batch_size or the resolution, load the weights "
+                            f"as fp8_e4m3fn, or leave the vae input empty and decode with VAEDecodeTiled") from exc
         finally:
+            stream.close()
+            if decoder is not None:
+                decoder.release()
             set_backend(None)
             pipeline.release()
             stage.cache.live = None
             host_model.free_memory_after_run()
             log.info("HiStream: released the KV caches")
-        return (host_model.to_latent_output(patcher, x),)
+        latent = host_model.to_latent_output(patcher, torch.cat(chunks, dim=2))
+        # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
+        return (latent, stream_decode.no_images() if decoder is None else decoder.images())

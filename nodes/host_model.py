@@ -10,6 +10,7 @@ import latent_preview
 import torch
 
 from ..histream_core import CausalWanModel, WanConfig
+from . import stream_decode
 
 log = logging.getLogger("histream")
 OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
@@ -95,16 +96,30 @@ def conditioning_to_context(positive: list, batch: int, text_dim: int) -> torch.
 
 
 class ProgressReporter:
-    """Per-step progress over all chunks, a latent preview of the current chunk, and the Stop button."""
+    """Per-step progress over all chunks, a latent preview of the current chunk, and the Stop button; when a chunk
+    is finished, one more preview of all its frames (decoded pixels where a VAE decodes them as they come)."""
 
     def __init__(self, patcher, total_steps: int):
         self.preview = latent_preview.prepare_callback(patcher, total_steps)
+        self.bar = comfy.utils.ProgressBar(total_steps)
+        self.done, self.total = 0, total_steps
 
     def __call__(self, info) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
         if info.kind == "denoise":
+            self.done = info.global_step
             # newest frame of the chunk, in the model's latent space like stock samplers' x0
             self.preview(info.global_step - 1, info.x0[:, :, -1:], info.x, info.total_steps)
+
+    def chunk_done(self, latent: torch.Tensor, frames: torch.Tensor | None = None, every: int = 4) -> None:
+        """`latent` [B, 16, t, h, w] (model space); `frames` its decoded pixels [B, f, H, W, 3] or None. The host's
+        preview method decides: none, or its latent previewer over the chunk's frames laid side by side."""
+        if frames is not None:
+            preview = stream_decode.frames_preview(frames, every) if stream_decode.previews_enabled() else None
+            self.bar.update_absolute(self.done, self.total, preview)
+        else:
+            side_by_side = torch.cat(latent.unbind(2), dim=-1).unsqueeze(2)  # [B, 16, 1, h, t·w]
+            self.preview(self.done - 1, side_by_side, side_by_side, self.total)
 
 
 def free_memory_after_run() -> None:
@@ -115,6 +130,10 @@ def load_for_sampling(patcher, extra_bytes: int) -> None:
     comfy.model_management.load_models_gpu([patcher], memory_required=extra_bytes)
 
 
+def to_raw_latent(patcher, x: torch.Tensor) -> torch.Tensor:
+    """Model (normalised) latent → the VAE's latent space on the CPU, as a LATENT holds it."""
+    return patcher.model.latent_format.process_out(x.float().cpu())
+
+
 def to_latent_output(patcher, x: torch.Tensor) -> dict:
-    raw = patcher.model.latent_format.process_out(x.float().cpu())
-    return {"samples": raw.to(comfy.model_management.intermediate_device())}
+    return {"samples": to_raw_latent(patcher, x).to(comfy.model_management.intermediate_device())}

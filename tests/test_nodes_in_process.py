@@ -46,7 +46,8 @@ def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
         comfy_modules.utils.set_progress_bar_global_hook(None)
         args.preview_method = old
     assert out["samples"].shape == (1, 16, 4, 8, 8)
-    assert [(v, t) for v, t, _ in events] == [(i, 6) for i in range(1, 7)]  # 4 + 2 steps, one bar
+    # 4 + 2 steps on one bar; each finished chunk adds one preview of all its frames at the same position
+    assert [(v, t) for v, t, _ in events] == [(1, 6), (2, 6), (3, 6), (4, 6), (4, 6), (5, 6), (6, 6), (6, 6)]
     assert all(p is not None and p[0] == "JPEG" for _, _, p in events)
     assert cache.live is None
 

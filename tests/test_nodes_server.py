@@ -53,7 +53,7 @@ def test_object_info_lists_the_five_nodes(server):
     assert info["AnchorCacheChunker"]["output"] == ["HISTREAM_CACHE", "LATENT"]
     assert "tiny_self_forcing.pt" in info["LoadHiStreamModel"]["input"]["required"]["model_name"][0]
     assert info["SparseStepSampler"]["input"]["optional"]["sigmas"][0] == "SIGMAS"
-    assert info["CachedUpsampleRefine"]["output"] == ["LATENT"]
+    assert info["CachedUpsampleRefine"]["output"] == ["LATENT", "IMAGE"]  # IMAGE: with the optional vae input
 
 
 @pytest.mark.parametrize("preset", ["HiStream", "HiStream+"])

@@ -39,6 +39,10 @@ Cached Upsample Refine (spatial 2): upsamples that chunk, re-noises, finishes at
 Models: self_forcing_dmd.pt -> models/diffusion_models, umt5_xxl -> models/text_encoders, wan_2.1_vae -> models/vae.
 Window 1 at 1080p needs ~16 GB of KV cache (bf16): with fp8 weights it fits a 24 GB card. The public Self-Forcing weights were trained at 832x480: expect softer detail at 1080p than the paper's tuned weights."""
 
+NOTE_STREAM = """
+
+Streaming decode: the VAE is connected to Cached Upsample Refine, which decodes each chunk as soon as it is finished (before the next chunk starts) and outputs the frames as IMAGE, equal to VAEDecode of its LATENT. Previews show each finished chunk's frames. The Wan VAE's own memory budget is reserved next to the model; on cards under ~48 GB at 1080p, prefer the other workflows (decode after generation)."""
+
 # node type → (input slots [(name, type)], output slots [(name, type)])
 SLOTS = {
     "LoadHiStreamModel": ([], [("MODEL", "MODEL")]),
@@ -51,6 +55,9 @@ SLOTS = {
                        ("steps", "HISTREAM_STEPS"), ("latent", "LATENT")], [("low_res", "HISTREAM_LOWRES")]),
     "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES")], [("LATENT", "LATENT")]),
     "VAELoader": ([], [("VAE", "VAE")]),
+    # with streaming decode: the optional vae input and the IMAGE output in use
+    "CachedUpsampleRefine+vae": ([("low_res", "HISTREAM_LOWRES"), ("vae", "VAE")],
+                                 [("LATENT", "LATENT"), ("IMAGE", "IMAGE")]),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
@@ -71,8 +78,8 @@ class Graph:
     def __init__(self):
         self.nodes, self.links = [], []
 
-    def add(self, type_, widgets, pos, size=(320, 130), models=None, title=None):
-        ins, outs = SLOTS[type_]
+    def add(self, type_, widgets, pos, size=(320, 130), models=None, title=None, slots=None):
+        ins, outs = SLOTS[slots or type_]
         node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
                 "order": len(self.nodes), "mode": 0,
                 "inputs": [{"name": n, "type": t, "link": None} for n, t in ins],
@@ -101,7 +108,8 @@ class Graph:
                 "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
-def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p") -> dict:
+def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
+          stream_decode: bool = False) -> dict:
     g = Graph()
     model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none"], (0, 0), models=["self_forcing"])
     if lora:
@@ -120,17 +128,27 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
     g.link(chunker, 0, low, "cache")
     g.link(steps, 0, low, "steps")
     g.link(chunker, 1, low, "latent")
-    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
-    g.link(low, 0, refine, "low_res")
-    vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
-    decode = g.add("VAEDecode", [], (1210, 0))
-    g.link(refine, 0, decode, "samples")
-    g.link(vae, 0, decode, "vae")
-    video = g.add("CreateVideo", [16.0], (1210, 170))
-    g.link(decode, 0, video, "images")
+    if stream_decode:  # the VAE decodes each chunk inside the loop: frames come out of the sampler itself
+        vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
+        refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170),
+                       slots="CachedUpsampleRefine+vae")
+        g.link(low, 0, refine, "low_res")
+        g.link(vae, 0, refine, "vae")
+        video = g.add("CreateVideo", [16.0], (1210, 170))
+        g.link(refine, 1, video, "images")
+    else:
+        refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
+        g.link(low, 0, refine, "low_res")
+        vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
+        decode = g.add("VAEDecode", [], (1210, 0))
+        g.link(refine, 0, decode, "samples")
+        g.link(vae, 0, decode, "vae")
+        video = g.add("CreateVideo", [16.0], (1210, 170))
+        g.link(decode, 0, video, "images")
     save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
     g.link(video, 0, save, "video")
-    g.add("Note", [NOTE], (450, 540), size=(700, 300), title="HiStream: how the stages map to the paper")
+    note = NOTE + (NOTE_STREAM if stream_decode else "")
+    g.add("Note", [note], (450, 540), size=(700, 300), title="HiStream: how the stages map to the paper")
     return g.to_json()
 
 
@@ -190,6 +208,8 @@ WORKFLOWS = {
     "histream_plus_1080p.json": dict(preset="HiStream+", prefix="histream/plus_1080p"),
     "histream_lora_1080p.json": dict(preset="HiStream", lora=True, prefix="histream/lora_1080p"),
     # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
+    "histream_stream_decode_1080p.json": dict(preset="HiStream", prefix="histream/stream_decode_1080p",
+                                              stream_decode=True),
     "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
                                             prefix="histream/self_forcing_1080p"),
 }

@@ -1,0 +1,264 @@
+"""CPU benchmark of the Wan2.1 VAE decode: streaming (chunk by chunk, nodes/stream_decode.py) against stock
+`VAEDecode` and `VAEDecodeTiled`, on the host's VAE (ComfyUI `comfy.sd.VAE`) with random weights.
+
+Each decoder runs in its own child process, so that each peak memory is its own. Measured per decoder:
+- time to first frame: from the start of decoding until the first pixel frames exist (streaming: when the first
+  chunk's decode returns; the stock nodes return the whole video at once, so for them it is the total);
+- total decode time (the streaming decoder is fed `--chunk`-frame chunks back to back; inside HiStream each chunk is
+  decoded between that chunk and the next, in the same thread, so the first frames exist after the first chunk
+  instead of after the whole video, while the summed time is unchanged);
+- peak resident memory above the resident memory just before decoding (sampled every 2 ms);
+- exactness: streaming and tiled output against stock VAEDecode (max |difference|, bitwise flag).
+
+Run from the repository root:  python -m bench.bench_decode [--tiny] [--out bench/_out/decode.json]
+`--tiny` (for tests, seconds): an 8-wide VAE, 16×16 pixels, 3 latent frames. The host is found through
+--comfyui, $COMFYUI_PATH or ../shared/comfyui.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS = ("stream", "stock", "tiled")
+PACK = "histream_bench_pack"
+
+
+# ---- the host ------------------------------------------------------------------------------------------------
+def find_comfyui(explicit: str | None) -> Path:
+    for c in (explicit, os.environ.get("COMFYUI_PATH"), REPO.parent / "shared" / "comfyui", REPO / ".comfy_host"):
+        if c and (Path(c) / "comfy" / "sd.py").is_file() and (Path(c) / "nodes.py").is_file():
+            return Path(c).resolve()
+    raise SystemExit("no ComfyUI host: give --comfyui PATH or set COMFYUI_PATH")
+
+
+def import_host(root: Path) -> None:
+    """The host's modules on the CPU, as ComfyUI imports them as a library; nothing is written into its tree."""
+    if "comfy" in sys.modules:  # already imported (the tests' in-process host)
+        return
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(root))
+    import comfy.options  # noqa: F401  - arguments come from an empty command line
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.base_directory = tempfile.mkdtemp(prefix="histream-bench-")  # folder_paths creates folders here
+
+
+def load_stream_decode():
+    """This repository's nodes/stream_decode.py, imported through the pack as ComfyUI would load it."""
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(PACK + ".nodes.stream_decode")
+
+
+def random_wan_vae(dim: int, seed: int = 0):
+    """The host's WanVAE (Wan2.1 layout) with random weights scaled so that activations stay O(1)."""
+    from comfy.ldm.wan.vae import WanVAE
+
+    torch.manual_seed(seed)
+    vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True])
+    with torch.no_grad():  # the host's ops skip weight init: fill every parameter
+        for name, p in vae.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(1.0, 0.1)
+            elif p.ndim == 1:
+                p.normal_(0.0, 0.1)
+            else:
+                p.normal_(0.0, p[0].numel() ** -0.5)
+    return vae.eval()
+
+
+def host_vae(dim: int = 8, seed: int = 0):
+    """A `comfy.sd.VAE` around a random Wan2.1 VAE of width `dim` (96 = the real 127M one, loaded through the host's
+    ordinary state-dict path). The host only builds the 96-wide layout from a state dict, so a narrower one is
+    put inside a wrapper built from the detection key alone (decode, batching, dtype, process_output unchanged)."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.sd
+
+    model = random_wan_vae(dim, seed)
+    if dim == 96:
+        return comfy.sd.VAE(sd=model.state_dict())
+    logging.disable(logging.WARNING)  # the wrapper lists every key it did not get
+    try:
+        vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
+    finally:
+        logging.disable(logging.NOTSET)
+    vae.first_stage_model = model.to(vae.vae_dtype)
+    vae.patcher = comfy.model_patcher.ModelPatcher(vae.first_stage_model, load_device=vae.device,
+                                                   offload_device=comfy.model_management.vae_offload_device())
+    return vae
+
+
+# ---- one decoder in this process -------------------------------------------------------------------------------
+class PeakRSS:
+    """Peak resident memory while the block runs, sampled by a thread (torch's CPU allocator keeps no stats)."""
+
+    def __init__(self, every_s: float = 0.002):
+        import psutil
+
+        self.proc, self.every, self.peak, self._stop = psutil.Process(), every_s, 0, threading.Event()
+
+    def __enter__(self):
+        self.base = self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.every)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def run_one(method: str, opts) -> dict:
+    if not opts.inline:
+        torch.set_num_threads(opts.threads)
+    import_host(find_comfyui(opts.comfyui))
+    import nodes as comfy_nodes  # ComfyUI's nodes.py
+
+    sdec = load_stream_decode()
+    vae = host_vae(opts.dim, seed=0)
+    raw = torch.randn(1, 16, opts.frames, opts.height // 8, opts.width // 8, generator=torch.Generator().manual_seed(1))
+    samples = {"samples": raw}
+    tiled = dict(tile_size=opts.tile, overlap=opts.overlap, temporal_size=opts.temporal,
+                 temporal_overlap=opts.temporal_overlap)
+    with torch.no_grad():
+        sdec.StreamingDecode(vae, 1, 2).decode(raw[:, :, :2])  # warm-up (kernels, allocator) at a small size
+    first = None
+    with PeakRSS() as mem, torch.inference_mode():  # ComfyUI runs every node under inference mode
+        t0 = time.perf_counter()
+        if method == "stream":
+            dec = sdec.StreamingDecode(vae, 1, opts.frames)
+            for start in range(0, opts.frames, opts.chunk):
+                dec.decode(raw[:, :, start:start + opts.chunk])
+                first = first if first is not None else time.perf_counter() - t0
+            images = dec.images()
+            dec.release()
+        elif method == "stock":
+            images = comfy_nodes.VAEDecode().decode(vae, samples)[0]
+        else:
+            images = comfy_nodes.VAEDecodeTiled().decode(vae, samples, **tiled)[0]
+        total = time.perf_counter() - t0
+    return {"method": method, "time_to_first_frame_s": first if first is not None else total, "total_s": total,
+            "peak_rss_above_start_bytes": mem.peak - mem.base, "pixel_frames": int(images.shape[0]),
+            "images": images}
+
+
+# ---- the parent: one child per decoder -------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "_out" / "decode.json"))
+    ap.add_argument("--comfyui", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dim", type=int, default=96, help="VAE width (96 = the real Wan2.1 VAE)")
+    ap.add_argument("--width", type=int, default=96)
+    ap.add_argument("--height", type=int, default=96)
+    ap.add_argument("--frames", type=int, default=9, help="latent frames")
+    ap.add_argument("--chunk", type=int, default=3, help="latent frames per streamed chunk (HiStream's chunk)")
+    ap.add_argument("--tile", type=int, default=64, help="VAEDecodeTiled tile_size (pixels)")
+    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--temporal", type=int, default=16, help="VAEDecodeTiled temporal_size (pixel frames)")
+    ap.add_argument("--temporal-overlap", type=int, default=4)
+    ap.add_argument("--inline", action="store_true",
+                    help="run the decoders in this process (a smoke test: the memory peaks are then shared)")
+    ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    opts = ap.parse_args(argv)
+    if opts.tiny:
+        opts.dim, opts.width, opts.height, opts.frames, opts.chunk = 8, 16, 16, 3, 2
+    return opts
+
+
+def child_argv(opts, method: str, out: Path) -> list[str]:
+    argv = [sys.executable, "-m", "bench.bench_decode", "--child", method, "--child-out", str(out)]
+    for name in ("comfyui", "threads", "dim", "width", "height", "frames", "chunk", "tile", "overlap", "temporal",
+                 "temporal_overlap"):
+        value = getattr(opts, name)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| decoder | time to first frame (s) | total (s) | peak RSS above start (MiB) | vs VAEDecode |",
+            "|---|---:|---:|---:|---|"]
+    for r in results:
+        exact = "bitwise equal" if r["bitwise_equal_to_stock"] else f"max abs diff {r['max_abs_diff_to_stock']:.3g}"
+        rows.append(f"| {r['method']} | {r['time_to_first_frame_s']:.2f} | {r['total_s']:.2f} | "
+                    f"{r['peak_rss_above_start_bytes'] / 2**20:.0f} | {exact} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> dict:
+    opts = parse(argv)
+    if opts.child:
+        rec = run_one(opts.child, opts)
+        torch.save(rec, opts.child_out)
+        return rec
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("stock", "stream", "tiled"):
+            if opts.inline:
+                results.append(run_one(method, opts))
+                continue
+            out = Path(tmp) / f"{method}.pt"
+            subprocess.run(child_argv(opts, method, out), check=True, cwd=REPO)
+            results.append(torch.load(out))
+    stock = results[0]["images"]
+    for r in results:
+        img = r.pop("images")
+        r["bitwise_equal_to_stock"] = bool(torch.equal(img, stock))
+        r["max_abs_diff_to_stock"] = float((img - stock).abs().max()) if img.shape == stock.shape else float("nan")
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": opts.threads, "torch": torch.__version__,
+                    "python": platform.python_version()},
+        "setup": {k: getattr(opts, k) for k in ("inline", "dim", "width", "height", "frames", "chunk", "tile", "overlap",
+                                                "temporal", "temporal_overlap")},
+        "results": results,
+    }
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(table(results))
+    return report
+
+
+if __name__ == "__main__":
+    main()
