@@ -17,6 +17,8 @@ from .cache import KVCache, TextCache
 from .config import HiStreamConfig
 from .model import CausalWanModel
 from .noise import NoiseSource
+from .prompt_schedule import PromptSchedule
+from .recache import WindowLatents, switch_prompt
 from .resample import resize_latent
 from .rope import Rope3D
 
@@ -25,7 +27,8 @@ log = logging.getLogger("histream")
 
 @dataclass
 class StepInfo:
-    """What the per-step callback sees. kind: "denoise" (counts toward progress) or "cache" (a t=0 write)."""
+    """What the per-step callback sees. kind: "denoise" (counts toward progress), "cache" (a t=0 write) or
+    "recache" (a window entry re-encoded at a prompt switch)."""
 
     kind: str
     chunk: int
@@ -56,6 +59,7 @@ class HiStreamPipeline:
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
         self.low_cache: KVCache | None = None
         self.high_cache: KVCache | None = None
+        self.window_latents: WindowLatents | None = None  # kept only while a prompt schedule has switches
 
     # ---- caches ----------------------------------------------------------------------------------------------
     def _new_cache(self, low: bool) -> KVCache:
@@ -97,29 +101,36 @@ class HiStreamPipeline:
                 c.release()
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def generate(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
+    def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
                  noise: Callable | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
         chunks = [c.latent for c in self.stream(context, seed, callback, noise)]
         return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
-    def stream(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
+    def stream(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
+               callback: Callable[[StepInfo], None] | None = None,
                noise: Callable | None = None) -> Iterator[ChunkResult]:
-        """Yield each finished chunk as soon as it is done. Caches are allocated here and always released."""
+        """Yield each finished chunk as soon as it is done. Caches are allocated here and always released.
+        `context`: one text context [B, L, text_dim], or a PromptSchedule switching prompts at given chunks."""
         cfg = self.config
         noise = noise or NoiseSource(seed, cfg.batch_size)
-        context = self._check_context(context)
+        prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
+        switches = prompts.switches()
         try:
             self.allocate()  # inside the try: an OOM on the second buffer still releases the first
-            text = self.model.text_cache(context.to(self.device))
+            text = self.model.text_cache(prompts.entries[0][1].to(self.device))
+            self.window_latents = WindowLatents(cfg.window_chunks) if switches else None
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
+                if k in switches:
+                    text = switch_prompt(self, k, switches[k], callback)
                 latent = self._chunk(k, start, frames, text, noise, callback, done)
                 keep = self.output_device is None or latent.device.type == "meta"  # meta: FLOP counting
                 out = latent if keep else latent.to(self.output_device)
                 yield ChunkResult(k, start, out)
         finally:
+            self.window_latents = None
             self.release()
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
@@ -177,12 +188,16 @@ class HiStreamPipeline:
                 continue
             # last_step reuses K/V only where the chunk's *final* step ran (else they would be of a noisy input)
             finished_here = (sched.n_high == 0) if low else (sched.n_high > 0)
-            if not (cfg.cache_update == "last_step" and finished_here):
+            write = not (cfg.cache_update == "last_step" and finished_here)
+            if write or self.window_latents is not None:
                 if low:
                     clean = x0_low if sched.n_high == 0 else resize_latent(x0, cfg.low_latent_size,
                                                                              cfg.downsample_method)
                 else:
                     clean = x0
+                if self.window_latents is not None:  # a later prompt switch re-encodes the window from these
+                    self.window_latents.keep(low, start, clean)
+            if write:
                 self._predict(clean, 0.0, text, cache, start)  # t = 0 pass: the clean K/V land in the cache
                 if callback:
                     callback(StepInfo("cache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
