@@ -50,17 +50,17 @@ def start_in_chunks(start: float, unit: str, chunk_frames: int, fps: int = WAN_F
     return int(start)
 
 
-def check_starts(starts: Sequence[int], num_chunks: int | None = None) -> None:
-    """First start 0, then strictly increasing, each below `num_chunks` (when known)."""
+def check_starts(starts: Sequence[float], num_chunks: int | None = None, unit: str = "chunk") -> None:
+    """First start 0, then strictly increasing, each below `num_chunks` (when known, starts in chunks)."""
     if not starts:
         raise PromptScheduleError("the prompt schedule is empty: give at least one prompt starting at chunk 0")
     if starts[0] != 0:
-        raise PromptScheduleError(f"the first prompt starts at chunk {starts[0]}: it must start at chunk 0 "
+        raise PromptScheduleError(f"the first prompt starts at {unit} {starts[0]:g}: it must start at 0 "
                                   f"(something has to drive the first frames)")
     for i in range(1, len(starts)):
         if starts[i] <= starts[i - 1]:
-            raise PromptScheduleError(f"prompt {i + 1} starts at chunk {starts[i]}, not after prompt {i} "
-                                      f"(chunk {starts[i - 1]}): starts must strictly increase")
+            raise PromptScheduleError(f"prompt {i + 1} starts at {unit} {starts[i]:g}, not after prompt {i} "
+                                      f"({unit} {starts[i - 1]:g}): starts must strictly increase")
     if num_chunks is not None and starts[-1] >= num_chunks:
         raise PromptScheduleError(f"a prompt starts at chunk {starts[-1]}, but the video has only {num_chunks} "
                                   f"chunks (0..{num_chunks - 1}): lower that start or make the video longer")

@@ -3,6 +3,7 @@
 from .denoise_nodes import CachedUpsampleRefine, LowResDenoise
 from .loader_node import LoadHiStreamModel
 from .plan_nodes import AnchorCacheChunker, SparseStepSampler
+from .schedule_node import HiStreamPromptSchedule
 
 NODE_CLASS_MAPPINGS = {
     "LoadHiStreamModel": LoadHiStreamModel,
@@ -10,6 +11,7 @@ NODE_CLASS_MAPPINGS = {
     "SparseStepSampler": SparseStepSampler,
     "LowResDenoise": LowResDenoise,
     "CachedUpsampleRefine": CachedUpsampleRefine,
+    "HiStreamPromptSchedule": HiStreamPromptSchedule,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadHiStreamModel": "Load HiStream Model",
@@ -17,4 +19,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SparseStepSampler": "Sparse Step Sampler (timestep)",
     "LowResDenoise": "Low-Res Denoise (spatial 1)",
     "CachedUpsampleRefine": "Cached Upsample Refine (spatial 2)",
+    "HiStreamPromptSchedule": "HiStream Prompt Schedule",
 }

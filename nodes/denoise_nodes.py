@@ -11,6 +11,7 @@ from ..histream_core.memory import run_bytes
 from ..histream_core.schedule import build_step_plan
 from . import host_model
 from .loader_node import ATTENTION_KEY
+from .schedule_node import prompts_for_plan
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
 log = logging.getLogger("histream")
@@ -89,6 +90,7 @@ class CachedUpsampleRefine:
         patcher = stage.model
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
         context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
+        context = prompts_for_plan(context, cfg)  # a prompt schedule's starts → chunks of this plan
         elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
         host_model.load_for_sampling(patcher, run_bytes(wan, cfg, elem))
         model = host_model.causal_model(patcher)

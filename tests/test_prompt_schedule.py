@@ -190,7 +190,7 @@ def test_memory_flat_across_three_switches(model, prompts):
 # ---- validation and unit conversion --------------------------------------------------------------------------
 @pytest.mark.parametrize("entries,expect", [
     ((), "empty"),
-    (((1, "a"),), "must start at chunk 0"),
+    (((1, "a"),), "starts at chunk 1: it must start at 0"),
     (((0, "a"), (2, "b"), (2, "c")), "strictly increase"),
     (((0, "a"), (3, "b"), (1, "c")), "strictly increase"),
 ])
