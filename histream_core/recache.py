@@ -12,11 +12,14 @@ clean t = 0 passes all the same.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 
 import torch
 
 from .cache import TextCache
+
+log = logging.getLogger("histream")
 
 
 class WindowLatents:
@@ -43,12 +46,16 @@ def switch_prompt(pipeline, k: int, context: torch.Tensor, callback=None) -> Tex
     from .pipeline import StepInfo  # the pipeline imports this module
 
     text = pipeline.model.text_cache(context.to(pipeline.device))
+    rewritten = []
     for cache, low in ((pipeline.low_cache, True), (pipeline.high_cache, False)):
         if cache is None:
             continue
         for start, frames in cache.rewrite_window():
+            rewritten.append(frames)
             clean = pipeline.window_latents.frames(low, start, frames)
             pipeline._predict(clean, 0.0, text, cache, start)
             if callback:
                 callback(StepInfo("recache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
+    log.info("HiStream: new prompt from chunk %d; window re-encoded (%d latent frames over %d caches)", k,
+             sum(rewritten), sum(c is not None for c in (pipeline.low_cache, pipeline.high_cache)))
     return text

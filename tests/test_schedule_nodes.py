@@ -3,6 +3,9 @@ clear errors; in-process: how tagged CONDITIONING becomes a prompt schedule."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from comfy_host import QueueError, WorkflowError, load_pack
@@ -143,3 +146,47 @@ def test_mixed_conditioning_is_refused(pack_nodes):
         schedule(schedule_node, "chunk", (3.0, 1.0, 2.0, 3.0), conditioning_1=[[a, {}]])
     with pytest.raises(ValueError, match="connect at least"):
         schedule(schedule_node, "chunk")
+
+
+# ---- the shipped workflow -----------------------------------------------------------------------------------
+def test_prompt_schedule_workflow_equals_core_schedule_at_seconds_0_5_10(server, wan21_format):
+    """workflows/histream_prompt_schedule_long.json at 32x32, its 241 frames and second starts kept (decoding is
+    left out: the generic workflow test decodes it): the prompts switch at chunks 6 and 13 (pixel frames 80 and
+    160 = latent frames 20 and 40), and the latent equals the core run with that schedule."""
+    from workflow_convert import ui_to_api
+
+    path = Path(__file__).resolve().parent.parent / "workflows" / "histream_prompt_schedule_long.json"
+    write_self_forcing_pt(server.model_dir("diffusion_models") / "self_forcing_dmd.pt", tiny_state_dict(seed=0))
+    api = ui_to_api(json.loads(path.read_text()), server.object_info(refresh=True))
+    seeds = {}
+    for nid, node in list(api.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind in ("CLIPLoader", "VAELoader", "VAEDecode", "CreateVideo", "SaveVideo"):
+            del api[nid]
+        elif kind == "CLIPTextEncode":  # a different fake text per prompt
+            api[nid] = {"class_type": "HiStreamTestConditioning", "inputs": {"seed": int(nid), "tokens": 8, "batch": 1}}
+        elif kind == "AnchorCacheChunker":
+            assert inputs["frames"] == 241
+            inputs.update(width=32, height=32)
+        elif kind == "LowResDenoise":
+            seed = inputs["seed"]
+        elif kind == "CachedUpsampleRefine":
+            refine = nid
+        elif kind == "HiStreamPromptSchedule":
+            assert inputs["unit"] == "second"
+            seeds = {inputs[f"start_{i}"]: int(inputs[f"conditioning_{i}"][0]) for i in (1, 2, 3)}
+    assert sorted(seeds) == [0.0, 5.0, 10.0]
+    api["99"] = {"class_type": "SaveLatent", "inputs": {"samples": [refine, 0], "filename_prefix": "histream_test/sched"}}
+    log_start = len(server.log_text())
+    got = saved_latent(server, server.run(api, timeout=300), "99")
+    log = server.log_text()[log_start:]
+    assert "new prompt from chunk 6;" in log and "new prompt from chunk 13;" in log, log[-2000:]
+
+    model = CausalWanModel(TINY)
+    model.load_state_dict(tiny_state_dict(seed=0))
+    cfg = HiStreamConfig(width=32, height=32, num_frames=241, chunk_frames=3, anchor_frames=3, window_chunks=1,
+                         steps=build_step_plan(*PRESET_COUNTS["HiStream+"]))
+    sched = PromptSchedule(tuple((c, fake_wan_text(seeds[s], 8, 1)) for c, s in ((0, 0.0), (6, 5.0), (13, 10.0))))
+    want = wan21_format.process_out(HiStreamPipeline(model, cfg).generate(sched, seed=seed))
+    assert got.shape == (1, 16, 61, 4, 4)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
