@@ -122,7 +122,7 @@ def test_anchor_unchanged_window_changed_after_evictions(model, prompts, positio
 
 
 @pytest.mark.parametrize("position_mode,rotate_on_read", MODES)
-@pytest.mark.parametrize("window", [1, 2])
+@pytest.mark.parametrize("window", [1, 2, None])
 def test_in_place_recache_equals_rebuilt_caches(model, prompts, position_mode, rotate_on_read, window):
     """Reference: fresh caches filled by ordinary cache writes: chunk 0's t=0 pass under the old prompt (the
     anchor), then the window chunks' t=0 passes under the new prompt, in order, from the run's clean outputs."""
@@ -143,15 +143,37 @@ def test_in_place_recache_equals_rebuilt_caches(model, prompts, position_mode, r
 
         model.forward_chunk(clean(0), t0, old_text, cache, 0)
         cache.commit()
-        for j in range(k - window, k):
+        for j in range(1 if window is None else k - window, k):
             model.forward_chunk(clean(j), t0, new_text, cache, 3 * j)
             cache.commit()
         n = cache.committed_frames * cache.tokens_per_frame
         gk, gv, pos = got[name]
-        assert pos == cache.committed_positions() == [0, 1, 2] + list(range(3 * (k - window), 3 * k))
+        assert pos == cache.committed_positions() == [0, 1, 2] + list(range(3 * (k - (window or k - 1)), 3 * k))
         assert torch.equal(gk, cache.k[:, :, :n]), (name, (gk - cache.k[:, :, :n]).abs().max())
         assert torch.equal(gv, cache.v[:, :, :n]), name
     ref.release()
+
+
+@pytest.mark.parametrize("anchor", [0, 1, 4])
+def test_anchor_not_a_whole_chunk(model, prompts, anchor):
+    """Anchor 0 (all window), 1 (first frame) or 4 (chunk 0 + the first frame of chunk 1; chunk 1's other frames
+    are a partial window entry): the anchor stays bitwise, every window frame changes, earlier chunks unchanged."""
+    k = 3
+    cfg = video_config("histream", num_frames=FRAMES_5_CHUNKS, window_chunks=1, anchor_frames=anchor)
+    p = HiStreamPipeline(model, cfg)
+    plain, spy = _committed_at_chunk_start(p, k)
+    a = p.generate(prompts[0], seed=3, callback=spy)
+    switched, spy = _committed_at_chunk_start(p, k)
+    b = p.generate(PromptSchedule(((0, prompts[0]), (k, prompts[1]))), seed=3, callback=spy)
+    assert torch.equal(a[:, :, :3 * k], b[:, :, :3 * k]) and not torch.allclose(a[:, :, 3 * k:], b[:, :, 3 * k:])
+    for name in ("low", "high"):
+        (k0, _, pos0), (k1, _, pos1) = plain[name], switched[name]
+        assert pos0 == pos1 and pos0[:anchor] == list(range(anchor)) and len(pos0) > anchor
+        n = anchor * k0.shape[2] // len(pos0)
+        assert torch.equal(k0[:, :, :n], k1[:, :, :n])
+        for f in range(anchor, len(pos0)):  # each window frame, in every layer after the first
+            sl = slice(f * k0.shape[2] // len(pos0), (f + 1) * k0.shape[2] // len(pos0))
+            assert not torch.allclose(k0[1:, :, sl], k1[1:, :, sl], atol=1e-5), (name, f)
 
 
 def test_fast_cache_relative_equals_rotate_on_read_reference_with_switches(model, prompts):
