@@ -101,8 +101,8 @@ class HiStreamPipeline:
                 c.release()
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
-                 noise: Callable | None = None) -> torch.Tensor:
+    def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
+                 callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
         chunks = [c.latent for c in self.stream(context, seed, callback, noise)]
         return torch.cat(chunks, dim=2)

@@ -176,7 +176,8 @@ def test_prompt_schedule_workflow_equals_core_schedule_at_seconds_0_5_10(server,
             assert inputs["unit"] == "second"
             seeds = {inputs[f"start_{i}"]: int(inputs[f"conditioning_{i}"][0]) for i in (1, 2, 3)}
     assert sorted(seeds) == [0.0, 5.0, 10.0]
-    api["99"] = {"class_type": "SaveLatent", "inputs": {"samples": [refine, 0], "filename_prefix": "histream_test/sched"}}
+    api["99"] = {"class_type": "SaveLatent",
+                 "inputs": {"samples": [refine, 0], "filename_prefix": "histream_test/schedule"}}
     log_start = len(server.log_text())
     got = saved_latent(server, server.run(api, timeout=300), "99")
     log = server.log_text()[log_start:]
