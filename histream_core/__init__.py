@@ -6,9 +6,11 @@ from .config import ConfigError, HiStreamConfig, WanConfig
 from .model import CausalWanModel
 from .noise import NoiseSource
 from .pipeline import ChunkResult, HiStreamPipeline, StepInfo
+from .prompt_schedule import PromptSchedule, PromptScheduleError
 from .schedule import ChunkSchedule, ScheduleError, StepPlan
 
 __all__ = [
     "CausalWanModel", "ChunkResult", "ChunkSchedule", "ConfigError", "HiStreamConfig", "HiStreamPipeline",
-    "KVCache", "NoiseSource", "ScheduleError", "StepInfo", "StepPlan", "TextCache", "WanConfig",
+    "KVCache", "NoiseSource", "PromptSchedule",
+    "PromptScheduleError", "ScheduleError", "StepInfo", "StepPlan", "TextCache", "WanConfig",
 ]

@@ -18,6 +18,7 @@ Two RoPE position modes for the cached keys:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -112,9 +113,7 @@ class KVCache:
             raise RuntimeError(f"{self.name}: allocate() the cache before use")
         if self.current is not None and self.current.frame_start == frame_start:
             return  # same chunk, another step
-        if self.window_chunks is not None:
-            while len(self.entries) > self.window_chunks:
-                self._evict_oldest()
+        self.trim_window()
         if self.committed_frames + frames > self.capacity_frames:
             raise RuntimeError(f"{self.name}: chunk of {frames} frames does not fit "
                                f"({self.committed_frames}/{self.capacity_frames} frames used)")
@@ -132,6 +131,33 @@ class KVCache:
         if cur.frames > to_anchor:
             self.entries.append(_Entry(cur.frame_start + to_anchor, cur.frames - to_anchor))
         self.current = None
+
+    def trim_window(self) -> None:
+        """Evict the oldest window entries until `window_chunks` remain (begin() does this for the next chunk)."""
+        if self.window_chunks is not None:
+            while len(self.entries) > self.window_chunks:
+                self._evict_oldest()
+
+    def rewrite_window(self) -> Iterator[tuple[int, int]]:
+        """Re-open the committed window entries one at a time, oldest first, so that a forward (begin/attend with
+        the yielded frame_start) writes each again in place; used to re-encode the window under a new prompt.
+
+        While entry j is open the cache looks exactly as when j was appended after the anchor and entries < j:
+        its queries sit at its place (absolute index, or buffer place in cache_relative mode), attend the anchor,
+        the entries before it (already rewritten) and itself, and `attend` overwrites only its own slot. The
+        anchor and the buffers' size are never touched. Yields (frame_start, frames) of each entry."""
+        if self.current is not None:
+            raise RuntimeError(f"{self.name}: commit the current chunk before rewriting the window")
+        self.trim_window()
+        kept, self.entries = self.entries, []
+        try:
+            for e in kept:
+                self.current = _Entry(e.frame_start, e.frames)
+                yield e.frame_start, e.frames
+                self.entries.append(e)
+                self.current = None
+        finally:
+            self.entries, self.current = kept, None
 
     def _evict_oldest(self) -> None:
         old = self.entries.pop(0)

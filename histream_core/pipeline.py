@@ -19,6 +19,8 @@ from .cache import KVCache, TextCache
 from .config import HiStreamConfig
 from .model import CausalWanModel
 from .noise import NoiseSource
+from .prompt_schedule import PromptSchedule
+from .recache import WindowLatents, switch_prompt
 from .resample import resize_latent
 from .rope import Rope3D
 from .vace import VaceControl, VaceInput, vace_text_cache
@@ -28,7 +30,8 @@ log = logging.getLogger("histream")
 
 @dataclass
 class StepInfo:
-    """What the per-step callback sees. kind: "denoise" (counts toward progress) or "cache" (a t=0 write)."""
+    """What the per-step callback sees. kind: "denoise" (counts toward progress), "cache" (a t=0 write) or
+    "recache" (a window entry re-encoded at a prompt switch)."""
 
     kind: str
     chunk: int
@@ -63,6 +66,7 @@ class HiStreamPipeline:
         self.vace_caches: dict[bool, KVCache] = {}  # low? → the VACE blocks' cache at that resolution
         self._vace_text: TextCache | None = None
         self._vace_context: dict = {}  # (low, frame_start) → this chunk's control context at that resolution
+        self.window_latents: WindowLatents | None = None  # kept only while a prompt schedule has switches
 
     # ---- caches ----------------------------------------------------------------------------------------------
     def _new_cache(self, low: bool, vace_entries: int = 0) -> KVCache:
@@ -111,35 +115,46 @@ class HiStreamPipeline:
         self.vace_caches, self._vace_text, self._vace_context = {}, None, {}
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def generate(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
-                 noise: Callable | None = None, control: VaceControl | None = None) -> torch.Tensor:
+    def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
+                 callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
+                 control: VaceControl | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
         chunks = [c.latent for c in self.stream(context, seed, callback, noise, control)]
         return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
-    def stream(self, context: torch.Tensor, seed: int = 0, callback: Callable[[StepInfo], None] | None = None,
-               noise: Callable | None = None, control: VaceControl | None = None) -> Iterator[ChunkResult]:
+    def stream(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
+               callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
+               control: VaceControl | None = None) -> Iterator[ChunkResult]:
         """Yield each finished chunk as soon as it is done. Caches are allocated here and always released.
+        `context`: one text context [B, L, text_dim], or a PromptSchedule switching prompts at given chunks.
         `control`: VACE control (WanVaceToVideo's conditioning); None skips the VACE blocks entirely."""
         cfg = self.config
         noise = noise or NoiseSource(seed, cfg.batch_size)
-        context = self._check_context(context)
+        prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
+        switches = prompts.switches()
+        if switches and control is not None:  # the VACE caches would need their own re-cache at each switch
+            raise ValueError("a prompt schedule that switches prompts cannot be combined with VACE control yet: "
+                             "use one prompt with WanVaceToVideo, or schedule prompts without control")
         self._check_control(control)
         self.control = control
         try:
             self.allocate()  # inside the try: an OOM on the second buffer still releases the first
-            text = self.model.text_cache(context.to(self.device))
+            first = prompts.entries[0][1].to(self.device)
+            text = self.model.text_cache(first)
             if control is not None:
-                self._vace_text = vace_text_cache(self.model, context.to(self.device), control.entries,
-                                                  cfg.batch_size)
+                self._vace_text = vace_text_cache(self.model, first, control.entries, cfg.batch_size)
+            self.window_latents = WindowLatents(cfg.window_chunks) if switches else None
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
+                if k in switches:
+                    text = switch_prompt(self, k, switches[k], callback)
                 latent = self._chunk(k, start, frames, text, noise, callback, done)
                 keep = self.output_device is None or latent.device.type == "meta"  # meta: FLOP counting
                 out = latent if keep else latent.to(self.output_device)
                 yield ChunkResult(k, start, out)
         finally:
+            self.window_latents = None
             self.release()
             self.control = None
 
@@ -233,12 +248,16 @@ class HiStreamPipeline:
                 continue
             # last_step reuses K/V only where the chunk's *final* step ran (else they would be of a noisy input)
             finished_here = (sched.n_high == 0) if low else (sched.n_high > 0)
-            if not (cfg.cache_update == "last_step" and finished_here):
+            write = not (cfg.cache_update == "last_step" and finished_here)
+            if write or self.window_latents is not None:
                 if low:
                     clean = x0_low if sched.n_high == 0 else resize_latent(x0, cfg.low_latent_size,
                                                                              cfg.downsample_method)
                 else:
                     clean = x0
+                if self.window_latents is not None:  # a later prompt switch re-encodes the window from these
+                    self.window_latents.keep(low, start, clean)
+            if write:
                 self._predict(clean, 0.0, text, cache, start)  # t = 0 pass: the clean K/V land in the cache
                 if callback:
                     callback(StepInfo("cache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))

@@ -3,6 +3,7 @@
 from .denoise_nodes import CachedUpsampleRefine, LowResDenoise
 from .loader_node import LoadHiStreamModel
 from .plan_nodes import AnchorCacheChunker, SparseStepSampler
+from .schedule_node import HiStreamPromptSchedule
 from .toy_nodes import HiStreamToyDecode, HiStreamToyPrompt
 
 NODE_CLASS_MAPPINGS = {
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "SparseStepSampler": SparseStepSampler,
     "LowResDenoise": LowResDenoise,
     "CachedUpsampleRefine": CachedUpsampleRefine,
+    "HiStreamPromptSchedule": HiStreamPromptSchedule,
     "HiStreamToyPrompt": HiStreamToyPrompt,
     "HiStreamToyDecode": HiStreamToyDecode,
 }
@@ -20,6 +22,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SparseStepSampler": "Sparse Step Sampler (timestep)",
     "LowResDenoise": "Low-Res Denoise (spatial 1)",
     "CachedUpsampleRefine": "Cached Upsample Refine (spatial 2)",
+    "HiStreamPromptSchedule": "HiStream Prompt Schedule",
     "HiStreamToyPrompt": "HiStream Toy Prompt (demo)",
     "HiStreamToyDecode": "HiStream Toy Decode (demo)",
 }

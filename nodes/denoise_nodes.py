@@ -14,6 +14,7 @@ from ..histream_core.schedule import build_step_plan
 from . import host_model, stream_decode
 from .control import vace_control, vace_extra_bytes
 from .loader_node import ATTENTION_KEY
+from .schedule_node import prompts_for_plan
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
 log = logging.getLogger("histream")
@@ -103,6 +104,7 @@ class CachedUpsampleRefine:
         patcher = stage.model
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
         context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
+        context = prompts_for_plan(context, cfg)  # a prompt schedule's starts → chunks of this plan
         elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
         control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
         need = run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem)

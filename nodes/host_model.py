@@ -10,7 +10,7 @@ import latent_preview
 import torch
 
 from ..histream_core import CausalWanModel, WanConfig
-from . import stream_decode
+from . import schedule_node, stream_decode
 
 log = logging.getLogger("histream")
 OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
@@ -70,11 +70,14 @@ def resolve_shift(patcher, node_shift: float) -> float:
     return float(node_shift)
 
 
-def conditioning_to_context(positive: list, batch: int, text_dim: int) -> torch.Tensor:
+def conditioning_to_context(positive: list, batch: int, text_dim: int):
     """CONDITIONING → [batch, tokens, text_dim]. Several entries (e.g. ConditioningCombine) are joined along the
-    token axis, as stock ConditioningConcat does; area/mask/strength options do not apply to HiStream."""
+    token axis, as stock ConditioningConcat does; area/mask/strength options do not apply to HiStream.
+    Entries tagged by HiStream Prompt Schedule give timed contexts instead (see schedule_node.py)."""
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect CLIPTextEncode (Wan umT5 text encoder)")
+    if any(schedule_node.START_KEY in opts for _, opts in positive):  # from HiStream Prompt Schedule
+        return schedule_node.timed_context(positive, batch, text_dim, conditioning_to_context)
     parts = []
     for cond, opts in positive:
         if cond.ndim != 3 or cond.shape[-1] != text_dim:

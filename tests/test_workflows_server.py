@@ -80,6 +80,9 @@ def tiny_api(server, path: Path) -> dict:
         api[nid] = {"class_type": "HiStreamTestConditioning", "inputs": {"seed": 1, "tokens": 8, "batch": 1}}
     for nid in by_type["AnchorCacheChunker"]:
         api[nid]["inputs"].update(width=64, height=64, frames=9)
+    for nid in by_type.get("HiStreamPromptSchedule", []):  # 9 frames are one chunk: the first prompt only
+        inputs = api[nid]["inputs"]
+        api[nid]["inputs"] = {k: v for k, v in inputs.items() if k[:-1] != "conditioning_" or k[-1] == "1"}
     for nid in by_type.get("VAELoader", []):
         api[nid]["inputs"]["vae_name"] = "tiny_wan21_vae.safetensors"
     for nid in by_type.get("LoraLoaderModelOnly", []):

@@ -71,6 +71,8 @@ SLOTS = {
                         ("control_video", "IMAGE"), ("control_masks", "MASK"), ("reference_image", "IMAGE")],
                        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
                         ("trim_latent", "INT")]),
+    "HiStreamPromptSchedule": ([(f"conditioning_{i}", "CONDITIONING") for i in range(1, 5)],
+                               [("positive", "CONDITIONING")]),
 }
 
 
@@ -248,8 +250,49 @@ def build_toy(prefix: str = "histream/toy_demo") -> dict:
     return g.to_json()
 
 
+
+SCHEDULE_PROMPTS = (
+    "A red fox trots through a snowy pine forest at dawn, soft light, cinematic tracking shot, highly detailed",
+    "The red fox reaches a frozen lake and walks onto the ice, mist rising, cinematic tracking shot",
+    "The red fox sits on the ice under a starry night sky, aurora overhead, cinematic wide shot",
+)
+
+SCHEDULE_NOTE = """HiStream prompt schedule: a 15 s video (241 frames) whose prompt changes at 5 s and 10 s.
+
+HiStream Prompt Schedule: each connected conditioning drives the video from its start on (unit second: 16 fps; the switch happens at the chunk holding that frame; unit chunk: chunk index, 12 frames per chunk). The first must start at 0 and starts must increase.
+At a switch the text cache is replaced and the recent window of the KV cache is re-encoded under the new prompt (LongLive-style), so the motion carries on smoothly; the anchor (the first chunk) is kept, so the subject's identity holds.
+Memory does not grow with the video length or the number of switches. HiStream+ steps keep long videos fast."""
+
+
+def build_prompt_schedule(prefix: str = "histream/prompt_schedule_long") -> dict:
+    """HiStream+ at 1080p for 15 s with three prompts through HiStream Prompt Schedule (seconds 0, 5, 10)."""
+    wf = build("HiStream+", prefix=prefix)
+    g = Graph()
+    g.nodes, g.links = wf["nodes"], wf["links"]
+    by_type = {n["type"]: n for n in g.nodes}
+    by_type["AnchorCacheChunker"]["widgets_values"][2] = 241
+    first = by_type["CLIPTextEncode"]
+    first["widgets_values"] = [SCHEDULE_PROMPTS[0]]
+    low = by_type["LowResDenoise"]
+    sched = g.add("HiStreamPromptSchedule", ["second", 0.0, 5.0, 10.0, 15.0], (450, 880), size=(330, 260))
+    for i, prompt in enumerate(SCHEDULE_PROMPTS, 1):
+        text = first["id"] if i == 1 else g.add("CLIPTextEncode", [prompt], (0, 480 + 220 * (i - 1)), size=(400, 180))
+        if i > 1:
+            g.link(by_type["CLIPLoader"]["id"], 0, text, "clip")
+        g.link(text, 0, sched, f"conditioning_{i}")
+    # LowResDenoise's positive now comes from the schedule: re-point that link's source (link ids stay 1..N)
+    link = next(lk for lk in g.links if lk[3] == low["id"] and lk[4] == 1)
+    first["outputs"][0]["links"].remove(link[0])
+    link[1], link[2] = sched, 0
+    g.nodes[sched - 1]["outputs"][0]["links"].append(link[0])
+    note = next(n for n in g.nodes if n["type"] == "Note")
+    note["widgets_values"] = [SCHEDULE_NOTE + "\n\n" + NOTE]
+    return g.to_json()
+
+
 BUILDERS = {  # graphs of their own shape
     "histream_vace_control_1080p.json": build_vace,
+    "histream_prompt_schedule_long.json": build_prompt_schedule,
     "histream_toy_demo.json": build_toy,
 }
 

@@ -1,0 +1,61 @@
+"""Prompt switches inside the chunk loop: swap the text cache and re-encode the KV-cache window (LongLive-style).
+
+At a switch before chunk k the cross-attention text K/V are replaced, and in every self-attention cache (low-res
+and high-res in DRC) the window entries are re-encoded at t = 0 with the new text from their clean latents, oldest
+first, each attending the anchor + the already re-encoded entries before it, exactly like the original cache write
+but under the new prompt. The anchor (identity) keeps its old-prompt K/V. Everything is written in place, so the
+buffers stay the same; only the clean latents of the last few chunks are kept for it (`WindowLatents`).
+
+Where a cache was written from the last denoising step (`cache_update="last_step"`), the re-encoded entries are
+clean t = 0 passes all the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import torch
+
+from .cache import TextCache
+
+log = logging.getLogger("histream")
+
+
+class WindowLatents:
+    """The clean latents each cache was (or would have been) written from, for the last chunks that can still
+    sit in the window: one deque per resolution of (first latent frame, latent [B, C, frames, h, w])."""
+
+    def __init__(self, window_chunks: int | None):
+        # an entry may be the tail of a chunk split by the anchor, so keep one chunk more than the window
+        keep = None if window_chunks is None else window_chunks + 1
+        self.kept = {True: deque(maxlen=keep), False: deque(maxlen=keep)}
+
+    def keep(self, low: bool, frame_start: int, clean: torch.Tensor) -> None:
+        self.kept[low].append((frame_start, clean))
+
+    def frames(self, low: bool, frame_start: int, frames: int) -> torch.Tensor:
+        for start, lat in self.kept[low]:
+            if start <= frame_start and frame_start + frames <= start + lat.shape[2]:
+                return lat[:, :, frame_start - start:frame_start - start + frames]
+        raise RuntimeError(f"no kept clean latent covers frames {frame_start}..{frame_start + frames - 1}")
+
+
+def switch_prompt(pipeline, k: int, context: torch.Tensor, callback=None) -> TextCache:
+    """Before chunk k: the new prompt's text cache, with both caches' windows re-encoded under it."""
+    from .pipeline import StepInfo  # the pipeline imports this module
+
+    text = pipeline.model.text_cache(context.to(pipeline.device))
+    rewritten = []
+    for cache, low in ((pipeline.low_cache, True), (pipeline.high_cache, False)):
+        if cache is None:
+            continue
+        for start, frames in cache.rewrite_window():
+            rewritten.append(frames)
+            clean = pipeline.window_latents.frames(low, start, frames)
+            pipeline._predict(clean, 0.0, text, cache, start)
+            if callback:
+                callback(StepInfo("recache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
+    log.info("HiStream: new prompt from chunk %d; window re-encoded (%d latent frames over %d caches)", k,
+             sum(rewritten), sum(c is not None for c in (pipeline.low_cache, pipeline.high_cache)))
+    return text
