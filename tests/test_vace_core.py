@@ -246,3 +246,17 @@ def test_single_chunk_equals_host_vace_model(comfy_modules):
         plain = model(x, t, ctx)
     assert rel_err(got, want) <= 1e-5
     assert rel_err(plain, want) > 1e-2
+
+
+def test_switching_prompt_schedule_with_control_is_refused_before_allocating():
+    from histream_core import PromptSchedule
+
+    model = vace_model()
+    cfg = video_config("histream", num_frames=21)
+    pipe = HiStreamPipeline(model, cfg)
+    schedule = PromptSchedule([(0, context(model, seed=1)), (1, context(model, seed=2))])
+    with pytest.raises(ValueError, match="cannot be combined with VACE control"):
+        pipe.generate(schedule, control=random_control(cfg.latent_frames, cfg.latent_size))
+    assert pipe.low_cache is None or pipe.low_cache.k is None
+    single = PromptSchedule([(0, context(model, seed=1))])  # one prompt: no switch, control works
+    assert pipe.generate(single, control=random_control(cfg.latent_frames, cfg.latent_size)).shape[2] == 6
