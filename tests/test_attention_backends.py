@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from core_helpers import context, tiny_model, video_config
+
 from histream_core import HiStreamPipeline, attention
 
 
