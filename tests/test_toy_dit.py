@@ -1,8 +1,5 @@
-"""The committed toy DiT loads as a Wan2.1 model and runs through every HiStream preset.
-
-Its prompt accuracy is still near chance (see histream_core/toy/MODEL_CARD.md and bench/quality_toy.py), so there is
-no prompt-following test yet: a threshold below chance would assert nothing. Issue 7 stays open for that.
-"""
+"""The committed toy DiT loads as a Wan2.1 model and runs through every HiStream preset (its prompt-following is
+tested in test_toy_behaviour.py)."""
 
 from __future__ import annotations
 

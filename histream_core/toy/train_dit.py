@@ -91,8 +91,11 @@ def teacher_forced_forward(model: CausalWanModel, clean: torch.Tensor, noisy: to
     return model._run(x, t, model.text_cache(context), attend)[:, :, n_clean:]
 
 
-def sample_layout(rng: random.Random, total: int, gap_prob: float) -> tuple[list[int], list[float]]:
+def sample_layout(rng: random.Random, total: int, gap_prob: float,
+                  first_motion_prob: float = 0.0) -> tuple[list[int], list[float]]:
     """Latent frame indices of one training clip and the loss weight of each frame."""
+    if rng.random() < first_motion_prob:  # frames 0-1, loss on 1: the first motion can only come from the prompt
+        return [0, 1], [0.0, 1.0]
     run = TOY_WINDOW + 1
     if rng.random() < gap_prob and total > TOY_ANCHOR + run:
         j = rng.randint(TOY_ANCHOR + 1, total - run)
@@ -151,7 +154,7 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         pool = data[key]
         bsz = args.batch if hi_res else 2 * args.batch
         idx = [rng.randrange(len(pool)) for _ in range(bsz)]
-        frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob)
+        frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob, args.first_motion_prob)
         x0 = pool[idx][:, :, frames]
         cond = torch.stack([ctx[data["prompts"][i % n]] for i in idx])
         sigma = shifted_sigma(torch.rand(bsz, len(frames)))
@@ -189,7 +192,7 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
     info = {"seed": args.seed, "steps": step, "videos": args.videos, "frames": FRAMES, "sizes": list(SIZES),
             "batch": args.batch, "lr": args.lr, "ema": args.ema, "gap_prob": args.gap_prob,
             "ctx_noise": args.ctx_noise, "init": args.init.name if args.init else None,
-            "degrade_prob": args.degrade_prob, "threads": args.threads,
+            "degrade_prob": args.degrade_prob, "first_motion_prob": args.first_motion_prob, "threads": args.threads,
             "train_seconds": round(time.time() - t_train), "total_seconds": round(time.time() - t_start),
             "final_loss": round(sum(tail) / max(1, len(tail)), 4), "params": params, "loss_history": history,
             "chunk": TOY_CHUNK, "anchor": TOY_ANCHOR, "window": TOY_WINDOW, "sigma_shift": TOY_SHIFT}
@@ -234,6 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ctx-noise", type=float, default=0.05)
     ap.add_argument("--degrade-prob", type=float, default=0.5,
                     help="fraction of clips whose context frames show a degraded object (faded, off-colour, soft)")
+    ap.add_argument("--first-motion-prob", type=float, default=0.0,
+                    help="fraction of batches that are frames 0-1 with the loss on frame 1 only (teacher-forced "
+                         "clips let later frames copy the motion from context; the first motion must read the prompt)")
     ap.add_argument("--init", type=Path, help="start from these weights instead of from scratch")
     ap.add_argument("--data-cache", type=Path, help="save the encoded dataset here / reuse it if it exists")
     ap.add_argument("--threads", type=int, default=2)
