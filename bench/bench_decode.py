@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_cpu import cpu_name
+
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("stream", "stock", "tiled")
 PACK = "histream_bench_pack"
@@ -170,16 +172,6 @@ def run_one(method: str, opts) -> dict:
 
 
 # ---- the parent: one child per decoder -------------------------------------------------------------------------
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")

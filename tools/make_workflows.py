@@ -110,6 +110,23 @@ class Graph:
                 "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
+def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
+                   refine_slots: str | None = None) -> int:
+    """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked."""
+    chunker_id = g.add("AnchorCacheChunker", chunker, (450, 0), size=(330, 250))
+    steps_id = g.add("SparseStepSampler", steps, (450, 290), size=(330, 220))
+    low_id = g.add("LowResDenoise", low, (830, 0), size=(330, 200))
+    g.link(model, 0, low_id, "model")
+    g.link(positive, 0, low_id, "positive")
+    g.link(chunker_id, 0, low_id, "cache")
+    g.link(steps_id, 0, low_id, "steps")
+    g.link(chunker_id, 1, low_id, "latent")
+    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170),
+                   slots=refine_slots)
+    g.link(low_id, 0, refine, "low_res")
+    return refine
+
+
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
           stream_decode: bool = False) -> dict:
     g = Graph()
@@ -121,27 +138,16 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
     clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], (0, 330), models=["umt5"])
     text = g.add("CLIPTextEncode", [PROMPT], (0, 480), size=(400, 180))
     g.link(clip, 0, text, "clip")
-    chunker = g.add("AnchorCacheChunker", [1920, 1088, 81, 1, 3, 3, window, "cache_relative"], (450, 0),
-                    size=(330, 250))
-    steps = g.add("SparseStepSampler", [preset, 5.0, 4, 2, 2, 1, "renoise"], (450, 290), size=(330, 200))
-    low = g.add("LowResDenoise", [42, "randomize", 0.5], (830, 0), size=(330, 200))
-    g.link(model, 0, low, "model")
-    g.link(text, 0, low, "positive")
-    g.link(chunker, 0, low, "cache")
-    g.link(steps, 0, low, "steps")
-    g.link(chunker, 1, low, "latent")
+    stages = ([1920, 1088, 81, 1, 3, 3, window, "cache_relative"], [preset, 5.0, 4, 2, 2, 1, "renoise"],
+              [42, "randomize", 0.5])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
     if stream_decode:  # the VAE decodes each chunk inside the loop: frames come out of the sampler itself
-        vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
-        refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170),
-                       slots="CachedUpsampleRefine+vae")
-        g.link(low, 0, refine, "low_res")
+        refine = sampler_stages(g, model, text, *stages, refine_slots="CachedUpsampleRefine+vae")
         g.link(vae, 0, refine, "vae")
         video = g.add("CreateVideo", [16.0], (1210, 170))
         g.link(refine, 1, video, "images")
     else:
-        refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
-        g.link(low, 0, refine, "low_res")
-        vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
+        refine = sampler_stages(g, model, text, *stages)
         decode = g.add("VAEDecode", [], (1210, 0))
         g.link(refine, 0, decode, "samples")
         g.link(vae, 0, decode, "vae")
@@ -183,17 +189,8 @@ def build_vace(prefix: str = "histream/vace_control_1080p") -> dict:
     g.link(text, 0, vace, "negative")
     g.link(vae, 0, vace, "vae")
     g.link(canny, 0, vace, "control_video")
-    chunker = g.add("AnchorCacheChunker", [1920, 1088, 81, 1, 3, 3, 1, "cache_relative"], (450, 0),
-                    size=(330, 250))
-    steps = g.add("SparseStepSampler", ["HiStream", 5.0, 4, 2, 2, 1, "renoise"], (450, 290), size=(330, 200))
-    low = g.add("LowResDenoise", [42, "randomize", 0.5], (830, 0), size=(330, 200))
-    g.link(model, 0, low, "model")
-    g.link(vace, 0, low, "positive")
-    g.link(chunker, 0, low, "cache")
-    g.link(steps, 0, low, "steps")
-    g.link(chunker, 1, low, "latent")
-    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
-    g.link(low, 0, refine, "low_res")
+    refine = sampler_stages(g, model, vace, [1920, 1088, 81, 1, 3, 3, 1, "cache_relative"],
+                            ["HiStream", 5.0, 4, 2, 2, 1, "renoise"], [42, "randomize", 0.5])
     decode = g.add("VAEDecode", [], (1210, 0))
     g.link(refine, 0, decode, "samples")
     g.link(vae, 0, decode, "vae")
@@ -209,9 +206,9 @@ WORKFLOWS = {
     "histream_t2v_1080p.json": dict(preset="HiStream"),
     "histream_plus_1080p.json": dict(preset="HiStream+", prefix="histream/plus_1080p"),
     "histream_lora_1080p.json": dict(preset="HiStream", lora=True, prefix="histream/lora_1080p"),
-    # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
     "histream_stream_decode_1080p.json": dict(preset="HiStream", prefix="histream/stream_decode_1080p",
                                               stream_decode=True),
+    # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
     "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
                                             prefix="histream/self_forcing_1080p"),
 }
@@ -230,16 +227,8 @@ def build_toy(prefix: str = "histream/toy_demo") -> dict:
     g = Graph()
     model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], (0, 0))
     text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 170), size=(400, 100))
-    chunker = g.add("AnchorCacheChunker", [128, 128, 65, 1, 1, 1, 3, "cache_relative"], (450, 0), size=(330, 250))
-    steps = g.add("SparseStepSampler", ["custom", 3.0, 8, 4, 8, 4, "euler"], (450, 290), size=(330, 220))
-    low = g.add("LowResDenoise", [7, "fixed", 0.5], (830, 0), size=(330, 200))
-    g.link(model, 0, low, "model")
-    g.link(text, 0, low, "positive")
-    g.link(chunker, 0, low, "cache")
-    g.link(steps, 0, low, "steps")
-    g.link(chunker, 1, low, "latent")
-    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170))
-    g.link(low, 0, refine, "low_res")
+    refine = sampler_stages(g, model, text, [128, 128, 65, 1, 1, 1, 3, "cache_relative"],
+                            ["custom", 3.0, 8, 4, 8, 4, "euler"], [7, "fixed", 0.5])
     decode = g.add("HiStreamToyDecode", [], (1210, 0))
     g.link(refine, 0, decode, "samples")
     video = g.add("CreateVideo", [16.0], (1210, 120))
