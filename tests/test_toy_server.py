@@ -59,7 +59,8 @@ def test_demo_latent_equals_the_core_toy_pipeline(comfy_server, comfy_modules, d
     got = comfy.latent_formats.Wan21().process_in(saved_latent(comfy_server, entry, "900").float())
     want = core_latent(api)
     assert got.shape == want.shape == (BATCH, 16, 1 + (frames - 1) // 4, 16, 16)
-    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    # the host's layers vs the core's, fp32: ~1e-6 per forward, compounded over 17 chunks x 8 Euler steps
+    assert torch.allclose(got, want, atol=1e-3, rtol=1e-3), (got - want).abs().max()
 
 
 def test_demo_video_shows_what_the_core_generated(comfy_server, demo_run):
