@@ -99,15 +99,17 @@ class CausalWanModel(nn.Module):
         e0 = self.time_projection(e).unflatten(-1, (6, self.config.dim))
         return e, e0
 
-    def text_cache(self, context: torch.Tensor) -> TextCache:
-        """Cross-attention K/V of the text for every block (computed once per prompt)."""
+    def text_cache(self, context: torch.Tensor, blocks=None, repeat: int = 1) -> TextCache:
+        """Cross-attention K/V of the text for every block of `blocks` (default: the main blocks), computed once per
+        prompt; `repeat` tiles them along the batch (VACE entries stacked on the batch axis)."""
         ctx = self.text_embedding(context.to(self.compute_dtype))
         b, n = ctx.shape[:2]
         hd = (self.config.num_heads, self.config.head_dim)
         kv = []
-        for blk in self.blocks:
+        for blk in self.blocks if blocks is None else blocks:
             ca = blk.cross_attn
-            kv.append((ca.norm_k(ca.k(ctx)).view(b, n, *hd), ca.v(ctx).view(b, n, *hd)))
+            k, v = ca.norm_k(ca.k(ctx)).view(b, n, *hd), ca.v(ctx).view(b, n, *hd)
+            kv.append((k, v) if repeat == 1 else (k.repeat(repeat, 1, 1, 1), v.repeat(repeat, 1, 1, 1)))
         return TextCache(kv)
 
     def _block(self, i: int, x: torch.Tensor, e0: torch.Tensor, frames: int, text: TextCache, self_attend,

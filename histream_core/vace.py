@@ -168,15 +168,7 @@ def vace_text_cache(model, context: torch.Tensor, entries: int, batch: int | Non
     batch 1 is first expanded to `batch`)."""
     if batch is not None:
         context = context.expand(batch, -1, -1)
-    ctx = model.text_embedding(context.to(model.compute_dtype))
-    b, n = ctx.shape[:2]
-    hd = (model.config.num_heads, model.config.head_dim)
-    kv = []
-    for blk in model.vace_blocks:
-        ca = blk.cross_attn
-        k, v = ca.norm_k(ca.k(ctx)).view(b, n, *hd), ca.v(ctx).view(b, n, *hd)
-        kv.append((k.repeat(entries, 1, 1, 1), v.repeat(entries, 1, 1, 1)))
-    return TextCache(kv)
+    return model.text_cache(context, blocks=model.vace_blocks, repeat=entries)
 
 
 class VaceStream:

@@ -127,6 +127,16 @@ def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: li
     return refine
 
 
+def decode_to_video(g: Graph, refine: int, vae: int) -> int:
+    """Stock VAEDecode of the refine node's LATENT → CreateVideo at 16 fps (returned)."""
+    decode = g.add("VAEDecode", [], (1210, 0))
+    g.link(refine, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    video = g.add("CreateVideo", [16.0], (1210, 170))
+    g.link(decode, 0, video, "images")
+    return video
+
+
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
           stream_decode: bool = False) -> dict:
     g = Graph()
@@ -147,12 +157,7 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
         video = g.add("CreateVideo", [16.0], (1210, 170))
         g.link(refine, 1, video, "images")
     else:
-        refine = sampler_stages(g, model, text, *stages)
-        decode = g.add("VAEDecode", [], (1210, 0))
-        g.link(refine, 0, decode, "samples")
-        g.link(vae, 0, decode, "vae")
-        video = g.add("CreateVideo", [16.0], (1210, 170))
-        g.link(decode, 0, video, "images")
+        video = decode_to_video(g, sampler_stages(g, model, text, *stages), vae)
     save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
     g.link(video, 0, save, "video")
     note = NOTE + (NOTE_STREAM if stream_decode else "")
@@ -191,11 +196,7 @@ def build_vace(prefix: str = "histream/vace_control_1080p") -> dict:
     g.link(canny, 0, vace, "control_video")
     refine = sampler_stages(g, model, vace, [1920, 1088, 81, 1, 3, 3, 1, "cache_relative"],
                             ["HiStream", 5.0, 4, 2, 2, 1, "renoise"], [42, "randomize", 0.5])
-    decode = g.add("VAEDecode", [], (1210, 0))
-    g.link(refine, 0, decode, "samples")
-    g.link(vae, 0, decode, "vae")
-    video = g.add("CreateVideo", [16.0], (1210, 170))
-    g.link(decode, 0, video, "images")
+    video = decode_to_video(g, refine, vae)
     save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
     g.link(video, 0, save, "video")
     g.add("Note", [VACE_NOTE], (830, 800), size=(700, 320), title="HiStream + VACE control")
