@@ -9,7 +9,8 @@ import folder_paths
 import torch
 
 from ..histream_core.attention import BACKENDS
-from ..histream_core.loading import CheckpointError, load_vace_state_dict, load_wan_state_dict
+from ..histream_core.loading import CheckpointError, load_wan_state_dict
+from ..histream_core.vace_loading import load_vace_state_dict
 from .stage_types import CATEGORY
 
 log = logging.getLogger("histream")

@@ -18,8 +18,9 @@ from test_workflows_server import random_wan21_vae
 from vace_helpers import tiny_vace_tensors
 
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, WanConfig
-from histream_core.loading import CheckpointError, load_vace_state_dict
+from histream_core.loading import CheckpointError
 from histream_core.schedule import build_step_plan
+from histream_core.vace_loading import load_vace_state_dict
 
 
 # ---- loading (no host) -------------------------------------------------------------------------------------------
