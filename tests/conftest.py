@@ -21,7 +21,15 @@ for p in (str(ROOT), str(TESTS)):  # histream_core as a top-level package; test 
 # Never import this repository's `nodes/` package as the top-level name `nodes`: that name is ComfyUI's
 # `nodes.py` (import_comfy puts the host root first on sys.path). Import the pack with comfy_host.load_pack.
 
-from comfy_host import TEST_NODES, TEST_NODES_NAME, ComfyServer, comfyui_available, comfyui_path, import_comfy
+from comfy_host import (
+    TEST_NODES,
+    TEST_NODES_NAME,
+    ComfyServer,
+    comfyui_available,
+    comfyui_path,
+    import_comfy,
+    load_pack,
+)
 
 HOST_FIXTURES = {"comfy_root", "comfy_modules", "comfy_server", "comfy_server_factory"}
 
@@ -47,6 +55,12 @@ def _host_or_skip():
 def comfy_root():
     """The host ComfyUI root (skips the test when there is none)."""
     return _host_or_skip()
+
+
+@pytest.fixture(scope="session")
+def pack(comfy_modules):
+    """This repository imported as ComfyUI loads a custom node (see comfy_host.load_pack), in process."""
+    return load_pack()
 
 
 @pytest.fixture(scope="session")

@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfy_host import load_pack
 from comfy_test_nodes import fake_wan_text
 from nodes_support import tiny_state_dict
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def pack(comfy_modules):
-    return load_pack()
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,11 @@ import weakref
 
 import pytest
 import torch
-from comfy_host import load_pack
 from comfy_test_nodes import fake_wan_text
 from nodes_support import tiny_state_dict
 from stream_decode_support import host_vae, stock_vae_decode
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def pack(comfy_modules):
-    return load_pack()
 
 
 @pytest.fixture(scope="module")
