@@ -112,6 +112,8 @@ class HiStreamConfig:
     rope_ntk_scale: float = 1.0  # >1 stretches spatial RoPE (NTK-style); 1 = plain positions
     cache_update: str = "clean_pass"  # clean_pass: extra t=0 forward (Self-Forcing); last_step: reuse final step K/V
     sampler: str = "renoise"  # see SAMPLERS
+    # classifier-free guidance: v = v_neg + g (v_pos - v_neg); 1 = off (Self-Forcing's distilled weights need 1)
+    guidance_scale: float = 1.0
 
     def __post_init__(self):
         self.validate()
@@ -129,6 +131,15 @@ class HiStreamConfig:
     def low_latent_size(self) -> tuple[int, int]:
         h, w = self.latent_size
         return round(h * self.low_res_scale), round(w * self.low_res_scale)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    @property
+    def model_batch(self) -> int:
+        """Rows the model runs per forward (and the caches hold): the videos, twice with guidance (+ negative)."""
+        return self.batch_size * (2 if self.guided else 1)
 
     @property
     def anchor(self) -> int:
@@ -194,6 +205,9 @@ class HiStreamConfig:
                               ("sampler", SAMPLERS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; choose one of {list(allowed)}")
+        if not (isinstance(self.guidance_scale, (int, float)) and math.isfinite(self.guidance_scale)
+                and self.guidance_scale > 0):
+            raise ConfigError(f"guidance_scale must be a positive number (1 = no guidance), got {self.guidance_scale!r}")
         if self.rope_ntk_scale < 1:
             raise ConfigError(f"rope_ntk_scale must be >= 1 (1 = off), got {self.rope_ntk_scale}")
         if self.position_mode == "absolute" and self.latent_frames > ROPE_TABLE_FRAMES:

@@ -7,7 +7,7 @@ from .config import HiStreamConfig, WanConfig
 
 
 def cache_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> dict[str, int]:
-    """Self-attention KV bytes of each cache at its final (fixed) size."""
+    """Self-attention KV bytes of each cache at its final (fixed) size (guidance doubles the rows)."""
     out = {}
     frames = capacity_frames(hi.anchor, hi.window_chunks, hi.chunk_frames, hi.latent_frames)
     p = model.patch_size
@@ -15,7 +15,7 @@ def cache_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -
         if (hi.uses_low_res if low else hi.uses_high_res):
             h, w = hi.low_latent_size if low else hi.latent_size
             tokens = frames * (h // p[1]) * (w // p[2])
-            out[name] = hi.batch_size * tokens * model.kv_bytes_per_token(bytes_per_elem)
+            out[name] = hi.model_batch * tokens * model.kv_bytes_per_token(bytes_per_elem)
     return out
 
 
@@ -24,14 +24,14 @@ def activation_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int =
     float32 RoPE temporaries, attention output, one layer's cache slice for eviction re-rotation)."""
     p = model.patch_size
     h, w = hi.latent_size
-    tokens = hi.batch_size * hi.chunk_frames * (h // p[1]) * (w // p[2])
+    tokens = hi.model_batch * hi.chunk_frames * (h // p[1]) * (w // p[2])
     per_token = (model.ffn_dim + 8 * model.dim) * bytes_per_elem + 4 * model.dim * 4
     cached = cache_bytes(model, hi, bytes_per_elem).get("high", 0) // max(1, 2 * model.num_layers)
     return tokens * per_token + cached
 
 
 def run_bytes(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> int:
-    text = hi.batch_size * model.text_len * model.dim * 2 * model.num_layers * bytes_per_elem
+    text = hi.model_batch * model.text_len * model.dim * 2 * model.num_layers * bytes_per_elem
     return sum(cache_bytes(model, hi, bytes_per_elem).values()) + activation_bytes(model, hi, bytes_per_elem) + text
 
 

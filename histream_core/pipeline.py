@@ -4,7 +4,8 @@ re-noise → high-res steps against the high-res cache → t=0 passes writing bo
 Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised to the next σ:
 x = (1-σ')·x0 + σ'·ε with fresh noise ε (sampler "renoise", Self-Forcing's few-step sampler) or with the predicted
 noise ε̂ = (x - (1-σ)·x0)/σ (sampler "euler": x' = x + (σ'-σ)·v, the deterministic flow ODE step). The DRC
-hand-over changes the latent size, so it always draws fresh noise at full resolution.
+hand-over changes the latent size, so it always draws fresh noise at full resolution. With classifier-free
+guidance (guidance_scale != 1) every forward runs the positive and negative rows together (guidance.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from .cache import KVCache, TextCache
 from .config import HiStreamConfig
+from .guidance import guided_velocity, paired_context
 from .model import CausalWanModel
 from .noise import NoiseSource
 from .prompt_schedule import PromptSchedule
@@ -76,7 +78,7 @@ class HiStreamPipeline:
         ntk = max(1.0, cfg.rope_ntk_scale * cfg.low_res_scale) if low else cfg.rope_ntk_scale
         return self.model.new_cache(
             rope=Rope3D(self.model.config.rope_axes, ntk_scale=ntk), rotate_on_read=self.rotate_on_read,
-            batch=cfg.batch_size, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
+            batch=cfg.model_batch, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
             window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames, total_frames=cfg.latent_frames,
             position_mode=cfg.position_mode, device=self.device, dtype=self.cache_dtype,
             name=("low-res" if low else "high-res") + (" VACE cache" if vace_entries else " cache"),
@@ -117,21 +119,28 @@ class HiStreamPipeline:
     # ---- generation ------------------------------------------------------------------------------------------
     def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
                  callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
-                 control: VaceControl | None = None) -> torch.Tensor:
+                 control: VaceControl | None = None, negative: torch.Tensor | None = None) -> torch.Tensor:
         """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
-        chunks = [c.latent for c in self.stream(context, seed, callback, noise, control)]
+        chunks = [c.latent for c in self.stream(context, seed, callback, noise, control, negative)]
         return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
     def stream(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
                callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
-               control: VaceControl | None = None) -> Iterator[ChunkResult]:
+               control: VaceControl | None = None, negative: torch.Tensor | None = None) -> Iterator[ChunkResult]:
         """Yield each finished chunk as soon as it is done. Caches are allocated here and always released.
         `context`: one text context [B, L, text_dim], or a PromptSchedule switching prompts at given chunks.
-        `control`: VACE control (WanVaceToVideo's conditioning); None skips the VACE blocks entirely."""
+        `control`: VACE control (WanVaceToVideo's conditioning); None skips the VACE blocks entirely.
+        `negative`: the negative text context, used (and required) when config.guidance_scale != 1."""
         cfg = self.config
         noise = noise or NoiseSource(seed, cfg.batch_size)
         prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
+        if cfg.guided:
+            if negative is None:
+                raise ValueError(f"guidance_scale {cfg.guidance_scale:g} needs a negative prompt (an empty prompt "
+                                 f"works): connect one, or set the guidance scale to 1")
+            neg = self._check_context(negative)
+            prompts = prompts.map(lambda c: paired_context(c, neg.to(c.device), cfg.batch_size))
         switches = prompts.switches()
         if switches and control is not None:  # the VACE caches would need their own re-cache at each switch
             raise ValueError("a prompt schedule that switches prompts cannot be combined with VACE control yet: "
@@ -143,7 +152,7 @@ class HiStreamPipeline:
             first = prompts.entries[0][1].to(self.device)
             text = self.model.text_cache(first)
             if control is not None:
-                self._vace_text = vace_text_cache(self.model, first, control.entries, cfg.batch_size)
+                self._vace_text = vace_text_cache(self.model, first, control.entries, cfg.model_batch)
             self.window_latents = WindowLatents(cfg.window_chunks) if switches else None
             done = [0]
             for k, (start, frames) in enumerate(cfg.chunks):
@@ -186,6 +195,8 @@ class HiStreamPipeline:
             cfg = self.config
             size = cfg.low_latent_size if low else cfg.latent_size
             ctx = self.control.chunk_context(start, frames, size, cfg.batch_size, cfg.downsample_method)
+            if cfg.guided:  # entry-major [entries·B] → [entries·2B]: each entry's rows for both prompts
+                ctx = ctx.unflatten(0, (self.control.entries, cfg.batch_size)).repeat(1, 2, 1, 1, 1, 1).flatten(0, 1)
             self._vace_context = {k: v for k, v in self._vace_context.items() if k[1] == start}  # drop old chunks
             self._vace_context[key] = ctx.to(self.device)
         return VaceInput(self._vace_context[key], self.control.strengths, self._vace_text, self.vace_caches[low])
@@ -197,11 +208,13 @@ class HiStreamPipeline:
             vcache.commit()
 
     def _predict(self, x, sigma, text, cache, start) -> torch.Tensor:
-        b = x.shape[0]
-        t = torch.full((b,), 1000.0 * sigma, device=self.device)
+        guided = self.config.guided
+        rows = torch.cat([x, x]) if guided else x  # guidance: the same latents under both prompts
+        t = torch.full((rows.shape[0],), 1000.0 * sigma, device=self.device)
         vace = self._vace_input(cache, start, x.shape[2])
-        v = self.model.forward_chunk(x.to(self.device, self.model.compute_dtype), t, text, cache, start, vace)
-        return x - sigma * v.float()
+        v = self.model.forward_chunk(rows.to(self.device, self.model.compute_dtype), t, text, cache, start, vace)
+        v = guided_velocity(v.float(), self.config.guidance_scale) if guided else v.float()
+        return x - sigma * v
 
     def _draw(self, noise, frames, low: bool) -> torch.Tensor:
         h, w = self.config.low_latent_size if low else self.config.latent_size

@@ -98,6 +98,10 @@ class PromptSchedule:
         check_starts(self.starts, num_chunks)
         return PromptSchedule(tuple((s, check_context(c)) for s, c in self.entries))
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PromptSchedule:
+        """The same starts with every context replaced by fn(context)."""
+        return PromptSchedule(tuple((s, fn(c)) for s, c in self.entries))
+
     def to(self, device) -> PromptSchedule:
         return PromptSchedule(tuple((s, c.to(device)) for s, c in self.entries))
 

@@ -34,6 +34,12 @@ class LowResDenoise:
                              "tooltip": "Noise is drawn on the CPU, so a seed gives the same video on any GPU."}),
             "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
                                         "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
+        }, "optional": {
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg is not 1."}),
+            "cfg": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 30.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance. 1 = off: Self-Forcing's distilled weights need "
+                                         "1. Models trained with prompt dropout (e.g. the embedded toy model: 3) "
+                                         "follow the prompt better above 1; each step then runs twice the rows."}),
         }}
 
     RETURN_TYPES = (LOWRES_TYPE,)
@@ -43,8 +49,12 @@ class LowResDenoise:
     DESCRIPTION = ("Spatial compression, stage 1: each chunk's first steps run at low resolution against the "
                    "low-res KV cache. Runs inside CachedUpsampleRefine, interleaved per chunk.")
 
-    def stage(self, model, positive, cache, steps, latent, seed, low_res_scale):
-        stage = LowResStage(model, positive, cache, steps, latent, int(seed), float(low_res_scale))
+    def stage(self, model, positive, cache, steps, latent, seed, low_res_scale, negative=None, cfg=1.0):
+        if float(cfg) != 1.0 and negative is None:
+            raise ValueError(f"LowResDenoise: cfg {cfg:g} needs a negative prompt: connect the negative input (an "
+                             f"empty prompt works), or set cfg to 1")
+        stage = LowResStage(model, positive, cache, steps, latent, int(seed), float(low_res_scale), negative,
+                            float(cfg))
         video_config(stage)  # validate sizes now, with the nearest valid values in the message
         return (stage,)
 
@@ -55,7 +65,7 @@ def video_config(stage: LowResStage, **extra) -> HiStreamConfig:
     try:
         plan = build_step_plan(st.first_steps, st.first_low, st.later_steps, st.later_low, shift, st.sigmas)
         return HiStreamConfig(**stage.cache.core_kwargs(), low_res_scale=stage.low_res_scale, steps=plan,
-                              sampler=st.sampler, **extra)
+                              sampler=st.sampler, guidance_scale=stage.cfg, **extra)
     except (ConfigError, ScheduleError) as exc:
         raise ValueError(f"HiStream: {exc}") from None
 
@@ -105,6 +115,11 @@ class CachedUpsampleRefine:
         wan = host_model.wan_config_of(patcher.model.diffusion_model)
         context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
         context = prompts_for_plan(context, cfg)  # a prompt schedule's starts → chunks of this plan
+        negative = None if not cfg.guided else host_model.conditioning_to_context(stage.negative, cfg.batch_size,
+                                                                                  wan.text_dim)
+        if negative is not None and not isinstance(negative, torch.Tensor):
+            raise ValueError("the negative prompt cannot be a HiStream Prompt Schedule: connect a plain text encode "
+                             "(one negative is used for every chunk)")
         elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
         control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
         need = run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem)
@@ -121,7 +136,8 @@ class CachedUpsampleRefine:
         stage.cache.live = pipeline
         set_backend(patcher.model_options.get("transformer_options", {}).get(ATTENTION_KEY))
         chunks = []
-        stream = pipeline.stream(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control)
+        stream = pipeline.stream(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control,
+                                 negative=None if negative is None else negative.to(patcher.load_device))
         try:
             for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
                 chunks.append(chunk.latent)

@@ -61,3 +61,5 @@ class LowResStage:
     latent: dict
     seed: int
     low_res_scale: float
+    negative: list | None = None  # used with cfg != 1
+    cfg: float = 1.0  # classifier-free guidance scale; 1 = off

@@ -65,3 +65,21 @@ def test_stop_button_interrupts_and_releases(pack, patcher, comfy_modules):
     assert seen == [1, 2]  # stopped at the next step
     out, cache = run_graph(pack, patcher, "HiStream", frames=9)
     assert cache.live is None and torch.isfinite(out["samples"]).all()
+
+
+def test_cfg_needs_a_negative_and_guides_like_the_core(pack, patcher, comfy_modules):
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent = m["AnchorCacheChunker"]().plan(64, 64, 9, 1, 3, 3, 1, "cache_relative")
+    (steps,) = m["SparseStepSampler"]().build("HiStream", 5.0, 4, 2, 2, 1)
+    pos, neg = [[fake_wan_text(1, 8, 1), {}]], [[fake_wan_text(1, 8, 2), {}]]
+    with pytest.raises(ValueError, match="cfg 2.5 needs a negative prompt: connect the negative input"):
+        m["LowResDenoise"]().stage(patcher, pos, cache, steps, latent, 7, 0.5, cfg=2.5)
+
+    def refine(negative, cfg):
+        (low,) = m["LowResDenoise"]().stage(patcher, pos, cache, steps, latent, 7, 0.5, negative=negative, cfg=cfg)
+        return m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass")[0]["samples"]
+
+    plain, same, guided = refine(None, 1.0), refine(pos, 2.5), refine(neg, 2.5)
+    assert torch.allclose(same, plain, atol=1e-5, rtol=1e-5)  # negative == positive: guidance is a no-op
+    assert (guided - plain).norm() > 1e-2 * plain.norm()
+    assert cache.live is None
