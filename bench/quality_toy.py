@@ -8,7 +8,8 @@ centroid's initial displacement), temporal consistency (coefficient of variation
 frames, and the share of frames where the object is found), and drift on long videos (the same metrics measured on
 the last quarter of a video 4x the training length: colour still right, object still present and of stable size).
 FLOPs per pixel frame are counted from the real forwards (torch.utils.flop_counter) on the toy model. Sampling uses
-the toy model's sampler (`--sampler euler`, the deterministic flow step; `renoise` = fresh noise every step).
+the toy model's sampler (`--sampler euler`, the deterministic flow step; `renoise` = fresh noise every step) and
+its guidance (`--cfg 3` against the empty prompt; the FLOPs count both guided rows).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from histream_core.pipeline import HiStreamPipeline
 from histream_core.toy.data import centroid_track, detect_color, detect_direction, object_area
-from histream_core.toy.sampling import PRESETS, generate_latent, held_out_pairs, load_toy_dit, toy_config
+from histream_core.toy.sampling import (
+    NEGATIVE_PROMPT,
+    PRESETS,
+    TOY_GUIDANCE,
+    generate_latent,
+    held_out_pairs,
+    load_toy_dit,
+    toy_config,
+)
 from histream_core.toy.text import encode_prompt
 
 LABELS = {"self_forcing": "full-res (Self-Forcing-style)", "histream": "histream", "histream_plus": "histream_plus",
@@ -49,10 +58,11 @@ def tail_metrics(video: torch.Tensor, spec) -> dict:
     return {"tail_color": m["color"], "tail_present": m["present"], "tail_area_cv": m["area_cv"]}
 
 
-def flops_per_frame(model, preset: str, frames: int, size: int) -> float:
-    cfg = toy_config(frames, size, preset)
+def flops_per_frame(model, preset: str, frames: int, size: int, guidance: float = TOY_GUIDANCE) -> float:
+    cfg = toy_config(frames, size, preset, guidance_scale=guidance)
+    negative = encode_prompt(NEGATIVE_PROMPT) if cfg.guided else None
     with FlopCounterMode(display=False) as fc:
-        HiStreamPipeline(model, cfg).generate(encode_prompt("red circle moving right, fast"), seed=0)
+        HiStreamPipeline(model, cfg).generate(encode_prompt("red circle moving right, fast"), seed=0, negative=negative)
     return fc.get_total_flops() / frames
 
 
@@ -62,7 +72,7 @@ def mean(xs) -> float:
 
 
 def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12, size: int = 128,
-        sampler: str = "euler", log=print) -> dict:
+        sampler: str = "euler", guidance: float = TOY_GUIDANCE, log=print) -> dict:
     from histream_core.toy.autoencoder import load_toy_ae
 
     torch.manual_seed(0)
@@ -74,10 +84,12 @@ def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12
         short, drift = [], []
         with torch.no_grad():
             for spec, seed in evals:
-                lat = generate_latent(spec.prompt, frames, seed, preset, size, model, sampler=sampler)
+                lat = generate_latent(spec.prompt, frames, seed, preset, size, model, sampler=sampler,
+                                      guidance_scale=guidance)
                 short.append(video_metrics(ae.decode(lat)[0], spec))
             for spec, seed in evals[:long_pairs]:
-                lat = generate_latent(spec.prompt, long, seed, preset, size, model, sampler=sampler)
+                lat = generate_latent(spec.prompt, long, seed, preset, size, model, sampler=sampler,
+                                      guidance_scale=guidance)
                 drift.append(tail_metrics(ae.decode(lat)[0], spec))
         rows[preset] = {
             "label": LABELS[preset], "pairs": len(short), "long_pairs": len(drift),
@@ -85,14 +97,14 @@ def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12
             "area_cv": mean(m["area_cv"] for m in short), "present": mean(m["present"] for m in short),
             "tail_color_acc": mean(m["tail_color"] for m in drift), "tail_present": mean(m["tail_present"] for m in drift),
             "tail_area_cv": mean(m["tail_area_cv"] for m in drift),
-            "flops_per_frame": flops_per_frame(model, preset, frames, size),
+            "flops_per_frame": flops_per_frame(model, preset, frames, size, guidance),
             "seconds": time.perf_counter() - t0,
         }
         log(f"{preset}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[preset].items()})}")
     base = rows["self_forcing"]["flops_per_frame"]
     for r in rows.values():
         r["flops_vs_full_res"] = base / r["flops_per_frame"]
-    return {"frames": frames, "long_frames": long, "size": size, "sampler": sampler, "rows": rows,
+    return {"frames": frames, "long_frames": long, "size": size, "sampler": sampler, "guidance": guidance, "rows": rows,
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
 
@@ -116,10 +128,12 @@ def main(argv=None) -> int:
     ap.add_argument("--long-pairs", type=int, default=12)
     ap.add_argument("--sampler", choices=("euler", "renoise"), default="euler",
                     help="euler: deterministic flow steps (the toy model's sampler); renoise: fresh noise every step")
+    ap.add_argument("--cfg", type=float, default=TOY_GUIDANCE,
+                    help="classifier-free guidance against the empty prompt (1 = off)")
     ap.add_argument("--out", type=Path, default=Path("bench/_out/quality_toy.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    res = run(args.pairs, args.frames, args.long, args.long_pairs, sampler=args.sampler)
+    res = run(args.pairs, args.frames, args.long, args.long_pairs, sampler=args.sampler, guidance=args.cfg)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     print(markdown(res))

@@ -25,7 +25,8 @@ class HiStreamToyPrompt:
     def INPUT_TYPES(cls):
         return {"required": {
             "text": ("STRING", {"default": "red circle moving right, fast", "tooltip": (
-                "colour shape moving direction, speed - words: " + " ".join(VOCAB))}),
+                "colour shape moving direction, speed - words: " + " ".join(VOCAB) + ". Empty: the empty prompt, the "
+                "toy model's negative for cfg.")}),
         }}
 
     RETURN_TYPES = ("CONDITIONING",)

@@ -1,13 +1,16 @@
-"""The committed toy model follows its prompt's colour through HiStream: on prompt/seed pairs drawn at random at test
-time (not a snapshot; the draw is printed on failure), the generated videos show the asked colour well above chance
-(1/8). Thresholds sit about 3 binomial standard deviations (n = 40) below the accuracy measured on 50 held-out pairs
-(histream 0.54, full-res 0.68; see bench/RESULTS.md) - single 40-pair draws were seen as low as 0.35 for histream -
-so the test is stable yet fails if the weights, the sampler or the HiStream path stop following the prompt (a
-model at chance, 0.125, fails it with near certainty).
+"""The committed toy model follows its prompt through HiStream: on prompt/seed pairs drawn at random at test time
+(not a snapshot; the draw is printed on failure), the generated videos show the asked colour and move in the asked
+direction well above chance (colour 1/8, direction 1/4).
 
-Motion direction is NOT asserted: the model does not follow the direction word yet (its direction accuracy is at
-chance, 1/4, and a paired test - same seed, opposite direction words - wins about half the time), and a threshold at
-or below chance would assert nothing. Issue 7 stays open for that."""
+Thresholds sit about 3 binomial standard deviations (n = 40) below the accuracy measured on held-out pairs with the
+committed weights and sampler (euler, 4 low-res + 4 full-res steps, cfg 3; MODEL_CARD.md and bench/RESULTS.md:
+HiStream colour ~0.8, direction ~0.65), so the test is stable yet fails if the weights, the sampler, guidance or the
+HiStream path stop following the prompt: a model at chance passes the direction check with probability < 1 % and
+the colour check essentially never.
+
+Full resolution from the first step (the Self-Forcing-style baseline) is checked for colour only: this small model
+draws the first frame at 128 px as several fragments (HiStream draws it at 64 px first, which keeps one object), so
+its direction accuracy is too low and too variable for a meaningful threshold; see the model card."""
 
 from __future__ import annotations
 
@@ -19,7 +22,10 @@ from histream_core.toy import random_spec
 from histream_core.toy.sampling import prompt_accuracy
 
 PAIRS = 40
-MIN_COLOR = {"histream": 0.25, "self_forcing": 0.45}  # measured: see the module docstring
+MIN_ACCURACY = {  # preset -> (colour, direction or None)
+    "histream": (0.55, 0.42),
+    "self_forcing": (0.45, None),
+}
 
 
 def random_pairs(draw: int, n: int = PAIRS, frames: int = 33):
@@ -27,9 +33,12 @@ def random_pairs(draw: int, n: int = PAIRS, frames: int = 33):
     return [(random_spec(rng), rng.randrange(2**31), frames) for _ in range(n)]
 
 
-@pytest.mark.parametrize("preset", list(MIN_COLOR))
-def test_videos_show_the_prompted_colour(preset):
+@pytest.mark.parametrize("preset", list(MIN_ACCURACY))
+def test_videos_follow_the_prompt(preset):
     draw = random.SystemRandom().randrange(2**32)
     acc = prompt_accuracy(random_pairs(draw), preset, 128)
-    msg = f"{preset}, draw {draw}: colour {acc['color']:.2f} (direction {acc['direction']:.2f}); {acc['misses'][:6]}"
-    assert acc["color"] >= MIN_COLOR[preset], msg
+    msg = f"{preset}, draw {draw}: colour {acc['color']:.2f}, direction {acc['direction']:.2f}; {acc['misses'][:6]}"
+    min_color, min_direction = MIN_ACCURACY[preset]
+    assert acc["color"] >= min_color, msg
+    if min_direction is not None:
+        assert acc["direction"] >= min_direction, msg

@@ -43,10 +43,12 @@ def node_of(api, class_type):
 
 
 def core_latent(api):
-    from histream_core.toy.sampling import generate_latent
+    from histream_core.toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, generate_latent
 
     chunker, low = node_of(api, "AnchorCacheChunker")["inputs"], node_of(api, "LowResDenoise")["inputs"]
-    prompt = node_of(api, "HiStreamToyPrompt")["inputs"]["text"]
+    prompt = api[low["positive"][0]]["inputs"]["text"]
+    # the workflow guides like the core toy sampler: the empty prompt as negative, at the toy's scale
+    assert api[low["negative"][0]]["inputs"]["text"] == NEGATIVE_PROMPT and low["cfg"] == TOY_GUIDANCE
     return generate_latent(prompt, chunker["frames"], seed=low["seed"], preset="histream", size=chunker["width"],
                            batch_size=BATCH)
 

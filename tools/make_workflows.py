@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from histream_core.toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, TOY_SAMPLER, TOY_SHIFT, TOY_STEPS, TOY_WINDOW
+
 OUT = Path(__file__).resolve().parent.parent / "workflows"
 
 MODELS = {
@@ -53,6 +55,9 @@ SLOTS = {
     "SparseStepSampler": ([("sigmas", "SIGMAS")], [("steps", "HISTREAM_STEPS")]),
     "LowResDenoise": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("cache", "HISTREAM_CACHE"),
                        ("steps", "HISTREAM_STEPS"), ("latent", "LATENT")], [("low_res", "HISTREAM_LOWRES")]),
+    "LowResDenoise+negative": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("cache", "HISTREAM_CACHE"),
+                                ("steps", "HISTREAM_STEPS"), ("latent", "LATENT"), ("negative", "CONDITIONING")],
+                               [("low_res", "HISTREAM_LOWRES")]),
     "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES")], [("LATENT", "LATENT")]),
     "VAELoader": ([], [("VAE", "VAE")]),
     # with streaming decode: the optional vae input and the IMAGE output in use
@@ -111,13 +116,17 @@ class Graph:
 
 
 def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
-                   refine_slots: str | None = None) -> int:
-    """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked."""
+                   refine_slots: str | None = None, negative: int | None = None, cfg: float = 1.0) -> int:
+    """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked;
+    with `negative`, Low-Res Denoise guides with it at `cfg`."""
     chunker_id = g.add("AnchorCacheChunker", chunker, (450, 0), size=(330, 250))
     steps_id = g.add("SparseStepSampler", steps, (450, 290), size=(330, 220))
-    low_id = g.add("LowResDenoise", low, (830, 0), size=(330, 200))
+    low_id = g.add("LowResDenoise", [*low, cfg], (830, 0), size=(330, 200),
+                   slots=None if negative is None else "LowResDenoise+negative")
     g.link(model, 0, low_id, "model")
     g.link(positive, 0, low_id, "positive")
+    if negative is not None:
+        g.link(negative, 0, low_id, "negative")
     g.link(chunker_id, 0, low_id, "cache")
     g.link(steps_id, 0, low_id, "steps")
     g.link(chunker_id, 1, low_id, "latent")
@@ -220,23 +229,26 @@ TOY_NOTE = """HiStream with the embedded toy model: runs on any machine, nothing
 
 The toy model is a 1.8 M-parameter causal Wan2.1-named DiT trained in the repository on procedural videos (one coloured shape moving over a dark background) with a tiny video autoencoder (Wan's 8x/4x strides). Prompt words: red green blue yellow magenta cyan orange white / circle square triangle / moving left right up down / slow fast.
 
-It was trained by flow matching only (not distilled), so it uses the 'euler' sampler with 8 steps per chunk (4 at 64x64, 4 at 128x128) and chunks of one latent frame, anchor 1 + window 3. Frames can be any 1 + 4k: memory stays flat. See histream_core/toy/MODEL_CARD.md for what it can and cannot do."""
+It was trained by flow matching only (not distilled), so it uses the 'euler' sampler with 8 steps per chunk (4 at 64x64, 4 at 128x128), chunks of one latent frame, anchor 1 + window 3, and classifier-free guidance (cfg 3 against the empty prompt: without it the object fades). Frames can be any 1 + 4k: memory stays flat. See histream_core/toy/MODEL_CARD.md for what it can and cannot do."""
 
 
 def build_toy(prefix: str = "histream/toy_demo") -> dict:
     """The embedded toy model through the five HiStream nodes (runs anywhere, nothing downloaded)."""
     g = Graph()
     model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], (0, 0))
-    text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 170), size=(400, 100))
-    refine = sampler_stages(g, model, text, [128, 128, 65, 1, 1, 1, 3, "cache_relative"],
-                            ["custom", 3.0, 8, 4, 8, 4, "euler"], [7, "fixed", 0.5])
+    text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 120), size=(400, 90))
+    negative = g.add("HiStreamToyPrompt", [NEGATIVE_PROMPT], (0, 240), size=(400, 90),
+                     title="HiStream Toy Prompt (negative: empty)")
+    refine = sampler_stages(g, model, text, [128, 128, 65, 1, 1, 1, TOY_WINDOW, "cache_relative"],
+                            ["custom", TOY_SHIFT, TOY_STEPS, TOY_STEPS // 2, TOY_STEPS, TOY_STEPS // 2, TOY_SAMPLER],
+                            [7, "fixed", 0.5], negative=negative, cfg=TOY_GUIDANCE)
     decode = g.add("HiStreamToyDecode", [], (1210, 0))
     g.link(refine, 0, decode, "samples")
     video = g.add("CreateVideo", [16.0], (1210, 120))
     g.link(decode, 0, video, "images")
     save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 290), size=(400, 420))
     g.link(video, 0, save, "video")
-    g.add("Note", [TOY_NOTE], (0, 330), size=(420, 380), title="HiStream toy demo")
+    g.add("Note", [TOY_NOTE], (0, 360), size=(420, 400), title="HiStream toy demo")
     return g.to_json()
 
 

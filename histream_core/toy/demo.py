@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .sampling import generate_toy
+from .sampling import TOY_GUIDANCE, generate_toy
 
 log = logging.getLogger("histream")
 
@@ -50,16 +50,19 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=128, help="side in pixels (multiple of 32)")
     ap.add_argument("--preset", default="histream", choices=["histream", "histream_plus", "self_forcing"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cfg", type=float, default=TOY_GUIDANCE,
+                    help="classifier-free guidance against the empty prompt (1 = off: the object fades)")
     ap.add_argument("--out", type=Path, default=Path("histream_toy_demo.gif"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
-    video = generate_toy(args.prompt, frames=args.frames, seed=args.seed, preset=args.preset, size=args.size)
+    video = generate_toy(args.prompt, frames=args.frames, seed=args.seed, preset=args.preset, size=args.size,
+                         guidance_scale=args.cfg)
     seconds = time.perf_counter() - t0
     save_video(video, args.out)
     print(f"{args.out}: {video.shape[1]} frames of {args.size}x{args.size} from {args.prompt!r} "
-          f"({args.preset}, seed {args.seed}) in {seconds:.1f} s")
+          f"({args.preset}, cfg {args.cfg:g}, seed {args.seed}) in {seconds:.1f} s")
     return 0
 
 

@@ -30,6 +30,9 @@ TOY_SHIFT = 3.0
 # flow matching without distillation: steps follow the ODE (the pipeline's "euler" sampler); the pipeline's default
 # "renoise" (fresh noise per step, Self-Forcing's distilled sampler) collapses such a model to the mean
 TOY_SAMPLER = "euler"
+# classifier-free guidance against the empty prompt (train_dit --cond-drop): without it the object fades away
+TOY_GUIDANCE = 3.0
+NEGATIVE_PROMPT = ""  # the empty prompt (all-zero context), what train_dit's --cond-drop trains on
 PRESETS = ("histream", "histream_plus", "self_forcing", "low_res_only")
 
 
@@ -53,7 +56,7 @@ def toy_config(frames: int, size: int = 128, preset: str = "histream", steps: in
     anchor 1 + window 3 (self_forcing: unbounded cache, as its preset)."""
     base = dict(width=size, height=size, num_frames=frames, chunk_frames=TOY_CHUNK, anchor_frames=TOY_ANCHOR,
                 window_chunks=None if preset == "self_forcing" else TOY_WINDOW,
-                steps=toy_step_plan(preset, steps, shift))
+                steps=toy_step_plan(preset, steps, shift), guidance_scale=TOY_GUIDANCE)
     base.update(overrides)
     return HiStreamConfig(**base)
 
@@ -94,7 +97,8 @@ def generate_latent(prompt: str, frames: int, seed: int = 0, preset: str = "hist
 
     model, _ = _models(model, need_ae=False)
     cfg = toy_config(frames, size, preset, steps, sampler=sampler, **overrides)
-    return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed)
+    negative = encode_prompt(NEGATIVE_PROMPT) if cfg.guided else None
+    return HiStreamPipeline(model, cfg).generate(encode_prompt(prompt), seed=seed, negative=negative)
 
 
 @torch.no_grad()

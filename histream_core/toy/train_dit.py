@@ -65,6 +65,23 @@ def build_dataset(ae, videos: int, seed: int, log=print) -> dict:
     return {**data, "prompts": [s.prompt for s in specs], "specs": specs}
 
 
+def object_masks(specs, size: int, frames: int = FRAMES) -> torch.Tensor:
+    """[N, T, size/8, size/8] bool: latent cells that show the object in a latent frame or in the one before it
+    (where it must appear and where it must vanish), dilated by one cell. Latent frame 0 is pixel frame 0, latent
+    frame i >= 1 pixel frames 4i-3..4i (the AE's grouping)."""
+    from .data import render
+
+    out = []
+    for spec in specs:
+        _, alpha = render(spec, frames, size, size, with_mask=True)
+        groups = [alpha[:1]] + [alpha[4 * i - 3:4 * i + 1] for i in range(1, (frames - 1) // 4 + 1)]
+        cells = torch.stack([g.amax(0) for g in groups])[:, None]  # [T, 1, size, size]
+        cells = F.max_pool2d(cells, 8)[:, 0] > 0.05  # [T, size/8, size/8]
+        cells = cells | torch.cat([cells[:1], cells[:-1]])  # ... or in the previous latent frame
+        out.append(F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0)
+    return torch.stack(out)
+
+
 def teacher_forced_mask(n_clean: int, n_noisy: int, chunk: int) -> torch.Tensor:
     """Frame mask [C+N, C+N] for the sequence [clean 0..C-1 | noisy 0..N-1] (True = may attend)."""
     cc = torch.arange(n_clean) // chunk
@@ -91,9 +108,11 @@ def teacher_forced_forward(model: CausalWanModel, clean: torch.Tensor, noisy: to
     return model._run(x, t, model.text_cache(context), attend)[:, :, n_clean:]
 
 
-def sample_layout(rng: random.Random, total: int, gap_prob: float,
-                  first_motion_prob: float = 0.0) -> tuple[list[int], list[float]]:
+def sample_layout(rng: random.Random, total: int, gap_prob: float, first_motion_prob: float = 0.0,
+                  first_frame_prob: float = 0.0) -> tuple[list[int], list[float]]:
     """Latent frame indices of one training clip and the loss weight of each frame."""
+    if rng.random() < first_frame_prob:  # frame 0 alone: text to image, what every video starts from
+        return [0], [1.0]
     if rng.random() < first_motion_prob:  # frames 0-1, loss on 1: the first motion can only come from the prompt
         return [0, 1], [0.0, 1.0]
     run = TOY_WINDOW + 1
@@ -126,6 +145,11 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
             torch.save(data, cache)
     ctx = {p: encode_prompt(p)[0] for p in sorted(set(data["prompts"]))}
     n = len(data["prompts"])
+    object_mask = {}
+    if args.object_weight > 0:
+        t_mask = time.time()
+        object_mask = {"hi": object_masks(data["specs"], 128), "lo": object_masks(data["specs"], 64)}
+        log(f"object masks in {time.time() - t_mask:.0f} s: {object_mask['hi'].float().mean():.3f} of the cells")
 
     model = CausalWanModel(TOY_WAN_CONFIG)
     if args.init:  # continue from earlier weights (a second stage with another objective)
@@ -152,11 +176,19 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         hi_res = step % 2 == 0
         key = "hi" if hi_res else "lo"
         pool = data[key]
-        bsz = args.batch if hi_res else 2 * args.batch
+        frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob, args.first_motion_prob,
+                                        args.first_frame_prob)
+        bsz = (args.batch if hi_res else 2 * args.batch) * (4 if frames == [0] else 1)  # one frame: cheap, batch up
         idx = [rng.randrange(len(pool)) for _ in range(bsz)]
-        frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob, args.first_motion_prob)
         x0 = pool[idx][:, :, frames]
+        if args.object_weight > 0:  # the object is ~8 % of the frame: weight its cells (motion lives there)
+            masks = object_mask[key][[i % n for i in idx]][:, frames].float()  # lo pool i >= n: spec i - n
+            obj_w = 1 + args.object_weight * masks[:, None]
+        else:
+            obj_w = torch.ones(1, 1, 1, 1, 1)
         cond = torch.stack([ctx[data["prompts"][i % n]] for i in idx])
+        if args.cond_drop > 0:  # the empty prompt (all-zero context) for classifier-free guidance
+            cond = cond * (torch.rand(bsz, 1, 1) >= args.cond_drop)
         sigma = shifted_sigma(torch.rand(bsz, len(frames)))
         eps = torch.randn_like(x0)
         s = sigma[:, None, :, None, None]
@@ -171,8 +203,8 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
             amp = args.ctx_noise * torch.rand(bsz, 1, clean.shape[2], 1, 1)
             clean = clean + amp * torch.randn_like(clean)
         v = teacher_forced_forward(model, clean, noisy, 1000 * sigma, cond)
-        w = torch.tensor(weights)[None, None, :, None, None]
-        loss = (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * bsz * x0.shape[1] * x0.shape[3] * x0.shape[4])
+        w = torch.tensor(weights)[None, None, :, None, None] * obj_w
+        loss = (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,7 +224,8 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
     info = {"seed": args.seed, "steps": step, "videos": args.videos, "frames": FRAMES, "sizes": list(SIZES),
             "batch": args.batch, "lr": args.lr, "ema": args.ema, "gap_prob": args.gap_prob,
             "ctx_noise": args.ctx_noise, "init": args.init.name if args.init else None,
-            "degrade_prob": args.degrade_prob, "first_motion_prob": args.first_motion_prob, "threads": args.threads,
+            "degrade_prob": args.degrade_prob, "cond_drop": args.cond_drop, "object_weight": args.object_weight, "first_motion_prob": args.first_motion_prob,
+            "first_frame_prob": args.first_frame_prob, "threads": args.threads,
             "train_seconds": round(time.time() - t_train), "total_seconds": round(time.time() - t_start),
             "final_loss": round(sum(tail) / max(1, len(tail)), 4), "params": params, "loss_history": history,
             "chunk": TOY_CHUNK, "anchor": TOY_ANCHOR, "window": TOY_WINDOW, "sigma_shift": TOY_SHIFT}
@@ -240,6 +273,13 @@ def main(argv=None) -> int:
     ap.add_argument("--first-motion-prob", type=float, default=0.0,
                     help="fraction of batches that are frames 0-1 with the loss on frame 1 only (teacher-forced "
                          "clips let later frames copy the motion from context; the first motion must read the prompt)")
+    ap.add_argument("--cond-drop", type=float, default=0.15,
+                    help="fraction of clips trained on the empty prompt (zeros), for classifier-free guidance")
+    ap.add_argument("--object-weight", type=float, default=4.0,
+                    help="extra loss weight on latent cells where the object is or just was (1 + this)")
+    ap.add_argument("--first-frame-prob", type=float, default=0.3,
+                    help="fraction of batches that are frame 0 alone (4x the clips): a video's first frame is made "
+                         "from the prompt only, and everything after follows it")
     ap.add_argument("--init", type=Path, help="start from these weights instead of from scratch")
     ap.add_argument("--data-cache", type=Path, help="save the encoded dataset here / reuse it if it exists")
     ap.add_argument("--threads", type=int, default=2)
