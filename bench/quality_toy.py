@@ -104,8 +104,31 @@ def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12
     base = rows["self_forcing"]["flops_per_frame"]
     for r in rows.values():
         r["flops_vs_full_res"] = base / r["flops_per_frame"]
+    anchors = anchor_ablation(model, ae, evals[:2 * long_pairs], long, size, sampler, guidance, log)
     return {"frames": frames, "long_frames": long, "size": size, "sampler": sampler, "guidance": guidance, "rows": rows,
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+            "anchor_ablation": anchors, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+
+
+def anchor_ablation(model, ae, evals, long: int, size: int, sampler: str, guidance: float, log=print) -> dict:
+    """HiStream on long videos with the anchor (the first latent frame kept for the whole video) and without it
+    (the window of the last 3 chunks only): does the anchor keep the end of the video on the prompt?"""
+    out = {}
+    for anchor in (1, 0):
+        tails, same = [], []
+        with torch.no_grad():
+            for spec, seed in evals:
+                lat = generate_latent(spec.prompt, long, seed, "histream", size, model, sampler=sampler,
+                                      guidance_scale=guidance, anchor_frames=anchor)
+                video = ae.decode(lat)[0]
+                tails.append(tail_metrics(video, spec))
+                quarter = max(2, video.shape[1] // 4)  # does the end still show the colour the start showed?
+                same.append(detect_color(video[:, :quarter]) == detect_color(video[:, -quarter:]))
+        out[f"anchor {anchor}"] = {"long_pairs": len(tails), "tail_color_acc": mean(m["tail_color"] for m in tails),
+                                   "tail_present": mean(m["tail_present"] for m in tails),
+                                   "tail_area_cv": mean(m["tail_area_cv"] for m in tails),
+                                   "start_end_same_color": mean(same)}
+        log(f"anchor {anchor}: {out[f'anchor {anchor}']}")
+    return out
 
 
 def markdown(res: dict) -> str:
@@ -117,7 +140,14 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['label']} | {r['color_acc']:.2f} | {r['direction_acc']:.2f} | {r['area_cv']:.3f} | "
                      f"{r['present']:.2f} | {r['tail_color_acc']:.2f} | {r['tail_present']:.2f} | "
                      f"{r['tail_area_cv']:.3f} | {r['flops_per_frame'] / 1e6:,.0f} | {r['flops_vs_full_res']:.2f}× |")
-    return head + "\n".join(lines) + "\n"
+    table = head + "\n".join(lines) + "\n"
+    if res.get("anchor_ablation"):
+        table += (f"\n| histream, {res['long_frames']} frames, window 3 | pairs | tail colour acc | tail present | "
+                  f"tail area CV | end colour = start colour |\n|---|---|---|---|---|---|\n")
+        for name, r in res["anchor_ablation"].items():
+            table += (f"| {name} | {r['long_pairs']} | {r['tail_color_acc']:.2f} | {r['tail_present']:.2f} | "
+                      f"{r['tail_area_cv']:.3f} | {r['start_end_same_color']:.2f} |\n")
+    return table
 
 
 def main(argv=None) -> int:

@@ -29,3 +29,24 @@ def video_config(preset: str = "histream", width: int = 64, height: int = 64, nu
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def reference_self_forcing(cfg: HiStreamConfig, seed: int, velocity) -> torch.Tensor:
+    """Self-Forcing inference written over a full-sequence forward, for checking the cached pipeline: each step's
+    input is the clean finished chunks (t = 0) followed by the current noisy chunk, with the pipeline's noise draws
+    (renoise sampler). `velocity(seq, t, start, frames)` returns v for the last `frames` frames of `seq`."""
+    from histream_core import NoiseSource
+
+    noise = NoiseSource(seed, cfg.batch_size)
+    done = torch.zeros(cfg.batch_size, 16, 0, *cfg.latent_size)
+    for k, (start, frames) in enumerate(cfg.chunks):
+        sig = cfg.steps.for_chunk(k).sigmas
+        x0, x = None, sig[0] * noise((16, frames, *cfg.latent_size))
+        for i, s in enumerate(sig):
+            if i > 0:
+                x = (1 - s) * x0 + s * noise((16, frames, *cfg.latent_size))
+            seq = torch.cat([done, x], dim=2)
+            t = torch.cat([torch.zeros(start), torch.full((frames,), 1000.0 * s)])[None].expand(x.shape[0], -1)
+            x0 = x - s * velocity(seq, t, start, frames)
+        done = torch.cat([done, x0], dim=2)
+    return done

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from core_helpers import context, rel_err, tiny_model, video_config
+from core_helpers import context, reference_self_forcing, rel_err, tiny_model, video_config
 from test_vace_core import random_control, vace_model
 
-from histream_core import ConfigError, HiStreamPipeline, NoiseSource
+from histream_core import ConfigError, HiStreamPipeline
 from histream_core.guidance import paired_context
 from histream_core.masks import block_causal_mask
 from histream_core.memory import cache_bytes, run_bytes
@@ -15,23 +15,15 @@ from histream_core.prompt_schedule import PromptSchedule
 def reference_guided(model, cfg, pos, neg, seed):
     """Self-Forcing sampling over the block-causal full-sequence forward, guided: at every step one forward under
     each prompt over [finished chunks | current noisy chunk], v = v_neg + g (v_pos - v_neg)."""
-    noise = NoiseSource(seed, cfg.batch_size)
     g = cfg.guidance_scale
-    done = torch.zeros(cfg.batch_size, 16, 0, *cfg.latent_size)
-    for k, (start, frames) in enumerate(cfg.chunks):
-        sig = cfg.steps.for_chunk(k).sigmas
-        x0, x = None, sig[0] * noise((16, frames, *cfg.latent_size))
-        for i, s in enumerate(sig):
-            if i > 0:
-                x = (1 - s) * x0 + s * noise((16, frames, *cfg.latent_size))
-            seq = torch.cat([done, x], dim=2)
-            t = torch.cat([torch.zeros(start), torch.full((frames,), 1000.0 * s)])[None].expand(x.shape[0], -1)
-            mask = block_causal_mask(start + frames, cfg.chunk_frames)
-            v_pos = model(seq, t, pos, frame_mask=mask)[:, :, start:]
-            v_neg = model(seq, t, neg, frame_mask=mask)[:, :, start:]
-            x0 = x - s * (v_neg + g * (v_pos - v_neg))
-        done = torch.cat([done, x0], dim=2)
-    return done
+
+    def velocity(seq, t, start, frames):
+        mask = block_causal_mask(start + frames, cfg.chunk_frames)
+        v_pos = model(seq, t, pos, frame_mask=mask)[:, :, start:]
+        v_neg = model(seq, t, neg, frame_mask=mask)[:, :, start:]
+        return v_neg + g * (v_pos - v_neg)
+
+    return reference_self_forcing(cfg, seed, velocity)
 
 
 @pytest.mark.parametrize("scale,batch", [(3.0, 1), (0.5, 2)])

@@ -13,4 +13,6 @@ def test_yardstick_structure_and_flop_order():
     # 8 full-res steps > 4 low + 4 high > sparser later chunks; all-low-res is cheapest
     assert f["self_forcing"] > f["histream"] > f["histream_plus"] > f["low_res_only"] > 0
     assert rows["self_forcing"]["flops_vs_full_res"] == 1.0
-    assert "low-res only" in markdown(res)
+    assert set(res["anchor_ablation"]) == {"anchor 1", "anchor 0"}
+    assert all(0 <= r["start_end_same_color"] <= 1 for r in res["anchor_ablation"].values())
+    assert "low-res only" in markdown(res) and "| anchor 0 |" in markdown(res)

@@ -5,10 +5,10 @@ with control equals a reference loop over that forward, no control is the plain 
 import pytest
 import torch
 import torch.nn.functional as F
-from core_helpers import context, rel_err, video_config
+from core_helpers import context, reference_self_forcing, rel_err, video_config
 from vace_helpers import random_control, vace_model, without_vace
 
-from histream_core import CausalWanModel, HiStreamPipeline, NoiseSource
+from histream_core import CausalWanModel, HiStreamPipeline
 from histream_core.masks import anchor_window_mask, block_causal_mask
 from histream_core.vace import VaceControl, VaceInput, pack_mask, resize_packed_mask, unpack_mask, vace_text_cache
 
@@ -88,26 +88,16 @@ def test_vace_model_without_control_is_the_plain_model_bitwise():
         assert torch.equal(model(x, torch.tensor([400.0]), ctx), plain(x, torch.tensor([400.0]), ctx))
 
 
-def reference_self_forcing(model, cfg, ctx, control, seed):
-    """Self-Forcing inference written over the block-causal full-sequence forward: each step's input is the clean
-    finished chunks (t = 0) followed by the current noisy chunk; the same noise draws as the pipeline."""
-    noise = NoiseSource(seed, cfg.batch_size)
-    done = torch.zeros(cfg.batch_size, 16, 0, *cfg.latent_size)
+def reference_self_forcing_vace(model, cfg, ctx, control, seed):
+    """The Self-Forcing reference (core_helpers) over the block-causal forward with the control of frames < n."""
     full_ctx = vace_ctx(control, cfg.latent_frames, cfg.latent_size)
-    for k, (start, frames) in enumerate(cfg.chunks):
-        sig = cfg.steps.for_chunk(k).sigmas
-        x0, x = None, sig[0] * noise((16, frames, *cfg.latent_size))
-        for i, s in enumerate(sig):
-            if i > 0:
-                x = (1 - s) * x0 + s * noise((16, frames, *cfg.latent_size))
-            seq = torch.cat([done, x], dim=2)
-            t = torch.cat([torch.zeros(start), torch.full((frames,), 1000.0 * s)])[None]
-            n = start + frames
-            vace = VaceInput(full_ctx[:, :, :n], control.strengths)
-            v = model(seq, t, ctx, frame_mask=block_causal_mask(n, cfg.chunk_frames), vace=vace)[:, :, start:]
-            x0 = x - s * v
-        done = torch.cat([done, x0], dim=2)
-    return done
+
+    def velocity(seq, t, start, frames):
+        n = start + frames
+        vace = VaceInput(full_ctx[:, :, :n], control.strengths)
+        return model(seq, t, ctx, frame_mask=block_causal_mask(n, cfg.chunk_frames), vace=vace)[:, :, start:]
+
+    return reference_self_forcing(cfg, seed, velocity)
 
 
 def test_pipeline_with_control_equals_reference_over_full_forward():
@@ -117,7 +107,7 @@ def test_pipeline_with_control_equals_reference_over_full_forward():
     control = random_control(cfg.latent_frames, cfg.latent_size, entries=2, strengths=[0.6, 1.2], seed=3)
     with torch.no_grad():
         got = HiStreamPipeline(model, cfg).generate(ctx, seed=4, control=control)
-        want = reference_self_forcing(model, cfg, ctx, control, seed=4)
+        want = reference_self_forcing_vace(model, cfg, ctx, control, seed=4)
         plain = HiStreamPipeline(model, cfg).generate(ctx, seed=4)
     assert rel_err(got, want) <= 1e-5
     assert rel_err(got, plain) > 1e-2
