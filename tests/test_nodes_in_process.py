@@ -71,7 +71,7 @@ def test_cfg_needs_a_negative_and_guides_like_the_core(pack, patcher, comfy_modu
     m = pack.NODE_CLASS_MAPPINGS
     cache, latent = m["AnchorCacheChunker"]().plan(64, 64, 9, 1, 3, 3, 1, "cache_relative")
     (steps,) = m["SparseStepSampler"]().build("HiStream", 5.0, 4, 2, 2, 1)
-    pos, neg = [[fake_wan_text(1, 8, 1), {}]], [[fake_wan_text(1, 8, 2), {}]]
+    pos, neg = [[fake_wan_text(1, 8, 1), {}]], [[fake_wan_text(2, 8, 1), {}]]
     with pytest.raises(ValueError, match="cfg 2.5 needs a negative prompt: connect the negative input"):
         m["LowResDenoise"]().stage(patcher, pos, cache, steps, latent, 7, 0.5, cfg=2.5)
 
