@@ -1,7 +1,8 @@
 """The embedded toy model in the real ComfyUI, nothing downloaded: the shipped demo workflow runs through the five
 HiStream nodes and the demo nodes (batch raised to 8 videos, seeds s..s+7), its LATENT equals histream_core's toy
-pipeline, and what the saved mp4 shows (colour, motion direction per video) is what the core's own decode shows.
-How often that matches the prompt is the model's business, tested on random pairs in test_toy_behaviour.py."""
+pipeline, what the saved mp4 shows (colour, motion direction per video) is what the core's own decode shows, and
+the mp4's videos show the prompted colour. How often prompts are followed in general is tested on random pairs in
+test_toy_behaviour.py."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def test_demo_video_shows_what_the_core_generated(comfy_server, demo_run):
     import av
 
     from histream_core.toy import centroid_track, detect_color, detect_direction, load_toy_ae, object_area
+    from histream_core.toy.data import parse_prompt
 
     api, entry = demo_run
     frames = node_of(api, "AnchorCacheChunker")["inputs"]["frames"]
@@ -81,8 +83,14 @@ def test_demo_video_shows_what_the_core_generated(comfy_server, demo_run):
     assert video.shape == (3, BATCH * frames, 128, 128)  # CreateVideo strings the batch's videos together
     with torch.no_grad():
         reference = load_toy_ae().decode(core_latent(api))  # [B, 3, F, H, W]
+    asked = parse_prompt(api[node_of(api, "LowResDenoise")["inputs"]["positive"][0]]["inputs"]["text"])
+    colours = []
     for b in range(BATCH):
         mp4 = video[:, b * frames:(b + 1) * frames]
-        assert detect_color(mp4) == detect_color(reference[b]), b
+        colours.append(detect_color(mp4))
+        assert colours[-1] == detect_color(reference[b]), b
         if object_area(reference[b])[:4].min() >= 0.01:  # a faint object's centroid is codec noise in the mp4
             assert detect_direction(centroid_track(mp4)) == detect_direction(centroid_track(reference[b])), b
+    # the saved videos satisfy the prompt's colour (8/8 with the committed weights and the workflow's fixed seed;
+    # direction for this prompt and seed is 3/8 right - direction accuracy is tested on random pairs instead)
+    assert colours.count(asked["color"]) >= 6, colours
