@@ -24,18 +24,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from histream_core.pipeline import HiStreamPipeline
 from histream_core.toy.data import centroid_track, detect_color, detect_direction, object_area
 from histream_core.toy.sampling import (
-    NEGATIVE_PROMPT,
     PRESETS,
     TOY_GUIDANCE,
     generate_latent,
     held_out_pairs,
     load_toy_dit,
-    toy_config,
 )
-from histream_core.toy.text import encode_prompt
 
 LABELS = {"self_forcing": "full-res (Self-Forcing-style)", "histream": "histream", "histream_plus": "histream_plus",
           "low_res_only": "low-res only + naive upsample"}
@@ -59,10 +55,8 @@ def tail_metrics(video: torch.Tensor, spec) -> dict:
 
 
 def flops_per_frame(model, preset: str, frames: int, size: int, guidance: float = TOY_GUIDANCE) -> float:
-    cfg = toy_config(frames, size, preset, guidance_scale=guidance)
-    negative = encode_prompt(NEGATIVE_PROMPT) if cfg.guided else None
     with FlopCounterMode(display=False) as fc:
-        HiStreamPipeline(model, cfg).generate(encode_prompt("red circle moving right, fast"), seed=0, negative=negative)
+        generate_latent("red circle moving right, fast", frames, 0, preset, size, model, guidance_scale=guidance)
     return fc.get_total_flops() / frames
 
 

@@ -61,13 +61,11 @@ class ToyVideoAE(nn.Module):
 
     def _groups(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, F, H, W] -> [B * T, 12, H, W]; group 0 is frame 0 repeated 4 times."""
-        b, c, f, h, w = video.shape
-        t = self.latent_frames(f)
+        c, h, w = video.shape[1], video.shape[3], video.shape[4]
         if h % 8 or w % 8:
             raise ValueError(f"height and width must be multiples of 8, got {h}x{w}")
-        first = video[:, :, :1].expand(b, c, 4, h, w)
-        g = torch.cat([first, video[:, :, 1:]], dim=2).reshape(b, c, t, 4, h, w)
-        return g.permute(0, 2, 3, 1, 4, 5).reshape(b * t, 4 * c, h, w)
+        g = frame_groups(video)  # [B, C, T, 4, H, W]
+        return g.permute(0, 2, 3, 1, 4, 5).reshape(-1, 4 * c, h, w)
 
     def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[0], self.latent_frames(video.shape[2])
@@ -95,6 +93,15 @@ class ToyVideoAE(nn.Module):
         """Normalised latent -> video [B, 3, F, H, W] clamped to [-1, 1]."""
         shift, scale = self._norm()
         return self.decode_raw(latent / scale + shift).clamp(-1, 1)
+
+
+def frame_groups(x: torch.Tensor) -> torch.Tensor:
+    """[..., F, H, W] -> [..., T, 4, H, W]: the pixel frames behind each latent frame (frame 0 repeated 4 times,
+    then fours: latent frame i >= 1 is pixel frames 4i-3..4i)."""
+    *lead, f, h, w = x.shape
+    t = ToyVideoAE.latent_frames(f)
+    first = x[..., :1, :, :].expand(*lead, 4, h, w)
+    return torch.cat([first, x[..., 1:, :, :]], dim=-3).reshape(*lead, t, 4, h, w)
 
 
 def load_toy_ae(path=None, map_location="cpu") -> ToyVideoAE:

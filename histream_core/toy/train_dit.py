@@ -75,13 +75,13 @@ def object_masks(specs, size: int, frames: int = FRAMES) -> torch.Tensor:
     """[N, T, size/8, size/8] bool: latent cells that show the object in a latent frame or in the one before it
     (where it must appear and where it must vanish), dilated by one cell. Latent frame 0 is pixel frame 0, latent
     frame i >= 1 pixel frames 4i-3..4i (the AE's grouping)."""
+    from .autoencoder import frame_groups
     from .data import render
 
     out = []
     for spec in specs:
         _, alpha = render(spec, frames, size, size, with_mask=True)
-        groups = [alpha[:1]] + [alpha[4 * i - 3:4 * i + 1] for i in range(1, (frames - 1) // 4 + 1)]
-        cells = torch.stack([g.amax(0) for g in groups])[:, None]  # [T, 1, size, size]
+        cells = frame_groups(alpha).amax(1)[:, None]  # [T, 1, size, size]
         cells = F.max_pool2d(cells, 8)[:, 0] > 0.05  # [T, size/8, size/8]
         cells = cells | torch.cat([cells[:1], cells[:-1]])  # ... or in the previous latent frame
         out.append(F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0)
@@ -230,8 +230,9 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
     info = {"seed": args.seed, "steps": step, "videos": args.videos, "frames": FRAMES, "sizes": list(SIZES),
             "batch": args.batch, "lr": args.lr, "ema": args.ema, "gap_prob": args.gap_prob,
             "ctx_noise": args.ctx_noise, "init": args.init.name if args.init else None,
-            "degrade_prob": args.degrade_prob, "cond_drop": args.cond_drop, "object_weight": args.object_weight, "first_motion_prob": args.first_motion_prob,
-            "first_frame_prob": args.first_frame_prob, "threads": args.threads,
+            "degrade_prob": args.degrade_prob, "cond_drop": args.cond_drop, "object_weight": args.object_weight,
+            "first_motion_prob": args.first_motion_prob, "first_frame_prob": args.first_frame_prob,
+            "threads": args.threads,
             "train_seconds": round(time.time() - t_train), "total_seconds": round(time.time() - t_start),
             "final_loss": round(sum(tail) / max(1, len(tail)), 4), "params": params, "loss_history": history,
             "chunk": TOY_CHUNK, "anchor": TOY_ANCHOR, "window": TOY_WINDOW, "sigma_shift": TOY_SHIFT}
