@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from histream_core.toy.data import centroid_track, detect_color, detect_direction, object_area
-from histream_core.toy.sampling import (
+from histream_toy.data import centroid_track, detect_color, detect_direction, object_area
+from histream_toy.sampling import (
     PRESETS,
     TOY_GUIDANCE,
     generate_latent,
@@ -67,7 +67,7 @@ def mean(xs) -> float:
 
 def run(pairs: int = 50, frames: int = 33, long: int = 129, long_pairs: int = 12, size: int = 128,
         sampler: str = "euler", guidance: float = TOY_GUIDANCE, log=print) -> dict:
-    from histream_core.toy.autoencoder import load_toy_ae
+    from histream_toy.autoencoder import load_toy_ae
 
     torch.manual_seed(0)
     model, ae = load_toy_dit(), load_toy_ae()

@@ -1,4 +1,4 @@
-"""Demo nodes for the embedded toy model (histream_core/toy): run HiStream in ComfyUI with nothing downloaded.
+"""Demo nodes for the embedded toy model (histream_toy): run HiStream in ComfyUI with nothing downloaded.
 
 Toy Prompt turns a toy prompt ("red circle moving right, fast") into the toy model's CONDITIONING; Toy Decode turns
 a LATENT from Cached Upsample Refine into IMAGE frames with the toy autoencoder. The toy DiT itself is an ordinary
@@ -13,8 +13,8 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ..histream_core.toy import VOCAB, encode_prompt, load_toy_ae
-from ..histream_core.toy.sampling import TOY_DIT_PATH
+from ..histream_toy import VOCAB, encode_prompt, load_toy_ae
+from ..histream_toy.sampling import TOY_DIT_PATH
 
 DEMO_CATEGORY = "HiStream/demo"
 folder_paths.add_model_folder_path("diffusion_models", str(TOY_DIT_PATH.parent))

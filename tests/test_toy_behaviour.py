@@ -18,8 +18,8 @@ import random
 
 import pytest
 
-from histream_core.toy import random_spec
-from histream_core.toy.sampling import prompt_accuracy
+from histream_toy import random_spec
+from histream_toy.sampling import prompt_accuracy
 
 PAIRS = 40
 MIN_ACCURACY = {  # preset -> (colour, direction or None)

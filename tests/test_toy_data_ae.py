@@ -1,4 +1,4 @@
-"""The toy model's data, text embedding and committed autoencoder (histream_core.toy; no ComfyUI)."""
+"""The toy model's data, text embedding and committed autoencoder (histream_toy; no ComfyUI)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from histream_core.toy import (
+from histream_toy import (
     COLORS,
     DEFAULT_WEIGHTS,
     VOCAB,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from histream_core.loading import load_wan_state_dict
-from histream_core.toy.sampling import TOY_DIT_PATH, TOY_WAN_CONFIG, load_toy_dit
+from histream_toy.sampling import TOY_DIT_PATH, TOY_WAN_CONFIG, load_toy_dit
 
 
 def test_toy_weights_load_as_a_wan_model():
@@ -27,7 +27,7 @@ def test_toy_weights_load_as_a_wan_model():
 
 @pytest.mark.parametrize("preset", ["histream_plus", "self_forcing", "low_res_only"])
 def test_toy_presets_run(preset):
-    from histream_core.toy.sampling import generate_toy
+    from histream_toy.sampling import generate_toy
 
     video = generate_toy("red circle moving right, fast", frames=13, seed=0, preset=preset, size=64)
     assert video.shape == (3, 13, 64, 64) and torch.isfinite(video).all()

@@ -44,7 +44,7 @@ def node_of(api, class_type):
 
 
 def core_latent(api):
-    from histream_core.toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, generate_latent
+    from histream_toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, generate_latent
 
     chunker, low = node_of(api, "AnchorCacheChunker")["inputs"], node_of(api, "LowResDenoise")["inputs"]
     prompt = api[low["positive"][0]]["inputs"]["text"]
@@ -69,8 +69,8 @@ def test_demo_latent_equals_the_core_toy_pipeline(comfy_server, comfy_modules, d
 def test_demo_video_shows_what_the_core_generated(comfy_server, demo_run):
     import av
 
-    from histream_core.toy import centroid_track, detect_color, detect_direction, load_toy_ae, object_area
-    from histream_core.toy.data import parse_prompt
+    from histream_toy import centroid_track, detect_color, detect_direction, load_toy_ae, object_area
+    from histream_toy.data import parse_prompt
 
     api, entry = demo_run
     frames = node_of(api, "AnchorCacheChunker")["inputs"]["frames"]

@@ -10,9 +10,9 @@ import torch
 from core_helpers import rel_err
 
 from histream_core.model import CausalWanModel
-from histream_core.toy.data import random_spec, render
-from histream_core.toy.sampling import TOY_WAN_CONFIG
-from histream_core.toy.train_dit import main, object_masks, sample_layout, teacher_forced_forward
+from histream_toy.data import random_spec, render
+from histream_toy.sampling import TOY_WAN_CONFIG
+from histream_toy.train_dit import main, object_masks, sample_layout, teacher_forced_forward
 
 
 def test_teacher_forced_forward_is_the_cached_sampler_step():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from histream_core.toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, TOY_SAMPLER, TOY_SHIFT, TOY_STEPS, TOY_WINDOW
+from histream_toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, TOY_SAMPLER, TOY_SHIFT, TOY_STEPS, TOY_WINDOW
 
 OUT = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -229,7 +229,7 @@ TOY_NOTE = """HiStream with the embedded toy model: runs on any machine, nothing
 
 The toy model is a 1.8 M-parameter causal Wan2.1-named DiT trained in the repository on procedural videos (one coloured shape moving over a dark background) with a tiny video autoencoder (Wan's 8x/4x strides). Prompt words: red green blue yellow magenta cyan orange white / circle square triangle / moving left right up down / slow fast.
 
-It was trained by flow matching only (not distilled), so it uses the 'euler' sampler with 8 steps per chunk (4 at 64x64, 4 at 128x128), chunks of one latent frame, anchor 1 + window 3, and classifier-free guidance (cfg 3 against the empty prompt: without it the object fades). Frames can be any 1 + 4k: memory stays flat. See histream_core/toy/MODEL_CARD.md for what it can and cannot do."""
+It was trained by flow matching only (not distilled), so it uses the 'euler' sampler with 8 steps per chunk (4 at 64x64, 4 at 128x128), chunks of one latent frame, anchor 1 + window 3, and classifier-free guidance (cfg 3 against the empty prompt: without it the object fades). Frames can be any 1 + 4k: memory stays flat. See histream_toy/MODEL_CARD.md for what it can and cannot do."""
 
 
 def build_toy(prefix: str = "histream/toy_demo") -> dict:

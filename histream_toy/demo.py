@@ -1,6 +1,6 @@
 """Generate a video from a prompt with the embedded toy model, through HiStream's schedule, on any CPU.
 
-    python -m histream_core.toy.demo "red circle moving right, fast" --frames 161 --out demo.gif
+    python -m histream_toy.demo "red circle moving right, fast" --frames 161 --out demo.gif
 
 Writes a GIF (Pillow) or an MP4 (PyAV) by the file extension; logs time per chunk and the KV-cache size, which
 stays the same however long the video is (anchor + window).

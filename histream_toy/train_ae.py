@@ -1,6 +1,6 @@
 """Train the toy video autoencoder on procedural videos (CPU, seeded) and save it as safetensors.
 
-    python -m histream_core.toy.train_ae [--steps N] [--seed S] [--out PATH]
+    python -m histream_toy.train_ae [--steps N] [--seed S] [--out PATH]
 
 Each step: half the batch rendered at 64x64, half at 128x128 and cropped to 64x64 (the AE is fully convolutional,
 so the crops teach the 128-px scale at the 64-px cost). Loss: MSE weighted up on the shape's pixels + small L1.

@@ -1,6 +1,6 @@
 """Train the embedded toy DiT (`CausalWanModel`, Wan-shaped) in the toy autoencoder's latent space, on 2 CPU cores.
 
-    python -m histream_core.toy.train_dit [--steps N] [--seed S] [--minutes M] [--out PATH]
+    python -m histream_toy.train_dit [--steps N] [--seed S] [--minutes M] [--out PATH]
 
 1. Data: `--videos` random specs (seeded), each rendered at 128x128 and 64x64 for 33 frames (9 latent frames) and
    encoded with the committed toy AE; the low-res pool also holds the 128 latents area-downsampled to 8x8 (what the
@@ -37,9 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..attention import attention
-from ..model import CausalWanModel, frame_mask_to_tokens
-from ..rope import apply_rope
+from ._engine import CausalWanModel, apply_rope, attention, frame_mask_to_tokens
 from .sampling import TOY_ANCHOR, TOY_CHUNK, TOY_DIT_PATH, TOY_SHIFT, TOY_WAN_CONFIG, TOY_WINDOW
 
 FRAMES = 33  # pixel frames per training video -> 9 latent frames

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import HiStreamConfig, WanConfig
-from ..model import CausalWanModel
-from ..pipeline import HiStreamPipeline
-from ..schedule import ChunkSchedule, StepPlan
+from ._engine import CausalWanModel, ChunkSchedule, HiStreamConfig, HiStreamPipeline, StepPlan, WanConfig
 
 # in its own folder, registered with ComfyUI's diffusion_models by nodes/toy_nodes.py
 TOY_DIT_PATH = Path(__file__).resolve().parent / "weights" / "diffusion_models" / "histream_toy_dit.safetensors"
@@ -63,7 +60,7 @@ def toy_config(frames: int, size: int = 128, preset: str = "histream", steps: in
 
 def load_toy_dit(path=None) -> CausalWanModel:
     """The committed toy DiT (float32, eval mode), read through the pack's own Wan loader."""
-    from ..loading import load_wan_state_dict
+    from ._engine import load_wan_state_dict
 
     sd, cfg, _ = load_wan_state_dict(path or TOY_DIT_PATH)
     model = CausalWanModel(cfg)
