@@ -128,7 +128,7 @@ class CachedUpsampleRefine:
         else:
             stream_decode.load_with_vae(patcher, vae, need,
                                         stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size))
-        model = host_model.causal_model(patcher)
+        model = host_model.causal_model(patcher, (stage.positive, stage.negative))
         pipeline = HiStreamPipeline(model, cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
                  cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes() / 2**30)

@@ -10,7 +10,7 @@ import latent_preview
 import torch
 
 from ..histream_core import CausalWanModel, WanConfig
-from . import schedule_node, stream_decode
+from . import host_patches, schedule_node, stream_decode
 
 log = logging.getLogger("histream")
 OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
@@ -34,17 +34,12 @@ def wan_config_of(diffusion_model) -> WanConfig:
                      cross_attn_norm=dm.cross_attn_norm, eps=dm.eps)
 
 
-UNSUPPORTED_PATCHES = ("patches_replace", "wrappers", "callbacks")
-
-
-def causal_model(patcher) -> CausalWanModel:
+def causal_model(patcher, conditionings=()) -> CausalWanModel:
     """The core engine running over the patcher's own Wan modules (LoRA / fp8 casting stay the host's).
-    Call it after `load_for_sampling`, so object patches that swap modules are already in place."""
+    Call it after `load_for_sampling`, so object patches that swap modules are already in place. One warning names
+    every patch on the MODEL (or hook on the `conditionings`) that the loop does not apply."""
     options = patcher.model_options.get("transformer_options", {})
-    found = [k for k in UNSUPPORTED_PATCHES if options.get(k)]
-    if found:
-        log.warning("HiStream runs the model's layers directly: model patches of kind %s (block replacements, "
-                    "whole-model wrappers) are not applied", ", ".join(found))
+    host_patches.warn_unapplied(patcher, conditionings)
     dm = patcher.model.diffusion_model
     if getattr(dm, "vace_blocks", None) is not None and not options.get("histream_vace"):
         log.warning("HiStream: this MODEL carries VACE blocks but was not loaded by Load HiStream Model: its main "

@@ -25,4 +25,25 @@ class HiStreamTestConditioning:
         return ([[fake_wan_text(seed, tokens, batch), {}]],)
 
 
-NODE_CLASS_MAPPINGS = {"HiStreamTestConditioning": HiStreamTestConditioning}
+class HiStreamTestAttnPatch:
+    """A MODEL carrying an `attn1_patch` (the kind Uni3C-style controls and hypernetworks set): it scales the
+    self-attention query, so where a host applies it the output changes."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "scale": ("FLOAT", {"default": 2.0})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "HiStream/testing"
+
+    def patch(self, model, scale):
+        def scale_query(q, k, v, extra_options):
+            return q * scale, k, v
+
+        patched = model.clone()
+        patched.set_model_attn1_patch(scale_query)
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestAttnPatch": HiStreamTestAttnPatch}
