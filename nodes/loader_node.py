@@ -11,6 +11,7 @@ import torch
 from ..histream_core.attention import BACKENDS
 from ..histream_core.loading import CheckpointError, load_wan_state_dict
 from ..histream_core.vace_loading import load_vace_state_dict
+from .host_compat import call_accepting
 from .stage_types import CATEGORY
 
 log = logging.getLogger("histream")
@@ -65,7 +66,10 @@ class LoadHiStreamModel:
         options = {}
         if WEIGHT_DTYPES[weight_dtype] is not None:
             options["dtype"] = WEIGHT_DTYPES[weight_dtype]
-        patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
+        # newer hosts take the file's metadata (quantisation layout) and can turn dynamic VRAM off: HiStream runs
+        # the layers itself and is untested on dynamic-VRAM patchers, so it asks for the classic one where it can
+        patcher = call_accepting(comfy.sd.load_diffusion_model_state_dict, sd, model_options=options,
+                                 optional={"metadata": info.get("metadata") or None, "disable_dynamic": True})
         if patcher is None:
             raise ValueError(f"ComfyUI could not recognise {model_name} as a Wan2.1 model after conversion")
         options = patcher.model_options.setdefault("transformer_options", {})

@@ -83,3 +83,29 @@ def test_cfg_needs_a_negative_and_guides_like_the_core(pack, patcher, comfy_modu
     assert torch.allclose(same, plain, atol=1e-5, rtol=1e-5)  # negative == positive: guidance is a no-op
     assert (guided - plain).norm() > 1e-2 * plain.norm()
     assert cache.live is None
+
+
+def test_an_interrupt_that_derives_from_base_exception_still_releases(pack, patcher, comfy_modules, monkeypatch,
+                                                                       caplog):
+    """Newer hosts derive InterruptProcessingException from BaseException: no `except Exception` may swallow it,
+    and the caches are released in `finally` all the same."""
+    mm = comfy_modules.model_management
+
+    class NewStyleInterrupt(BaseException):
+        pass
+
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        if len(calls) == 2:
+            raise NewStyleInterrupt
+
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", interrupted)
+    with caplog.at_level("INFO", logger="histream"), pytest.raises(NewStyleInterrupt):
+        run_graph(pack, patcher, "HiStream", frames=33)
+    assert len(calls) == 2  # it propagated at once, unwrapped
+    assert "released the KV caches" in caplog.text
+    monkeypatch.undo()
+    out, _ = run_graph(pack, patcher, "HiStream", frames=9)
+    assert torch.isfinite(out["samples"]).all()
