@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .config import WAN_PRESETS, ConfigError, WanConfig
+from .pickle_scan import runs_code, scan_globals
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +122,28 @@ def _read_pickle(path: Path, meta: bool) -> dict[str, Any]:
     mmap = meta and zipfile.is_zipfile(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
-            raise CheckpointError(f"{path.name} stores Python objects besides tensors, which HiStream will not "
-                                  f"unpickle (weights_only=True); re-save it as a plain state dict or as "
-                                  f".safetensors") from None
-        raise _corrupt(path, "not a readable PyTorch pickle") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise _corrupt(path, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'empty'}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise _unreadable_pickle(path, e) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict of tensors; "
                               f"HiStream needs a Wan2.1 text-to-video state dict")
     return obj
+
+
+def _unreadable_pickle(path: Path, error: Exception) -> CheckpointError:
+    """Why torch's weights-only loader refused the file, from what its pickles refer to (read, never run)."""
+    names = scan_globals(path)
+    code = [n for n in names if runs_code(n)]
+    if code:
+        return CheckpointError(f"{path.name} contains code ({', '.join(code)}): not a plain checkpoint; nothing was "
+                               f"executed. Delete it unless you trust its source, and use the model's .safetensors "
+                               f"file (it cannot carry code)")
+    if names:
+        return CheckpointError(f"{path.name} stores Python objects besides tensors ({', '.join(names[:4])}), which "
+                               f"HiStream will not unpickle (weights_only=True); re-save it as a plain state dict or "
+                               f"as .safetensors")
+    why = str(error).splitlines()[0][:120] if str(error) else "empty"
+    return _corrupt(path, f"{type(error).__name__}: {why}")
 
 
 # ---- unwrapping and renaming -------------------------------------------------------------------------------------

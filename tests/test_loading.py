@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import pickle
 
 import pytest
 import torch
@@ -328,6 +330,40 @@ def test_truncated_and_unsafe_pt(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds a list"):
         read_state_dict(tmp_path / "list.pt")
+
+
+class _RunsAShellCommand:
+    """Unpickling this calls os.system (posix.system on Linux): the classic malicious checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw pickle"])
+def test_malicious_pickle_is_named_as_code_and_never_run(tmp_path, layout):
+    marker = tmp_path / "MARKER"
+    obj = {"generator_ema": wan_state_dict(MICRO, device="cpu"), "x": _RunsAShellCommand(marker)}
+    path = tmp_path / "evil.pt"
+    if layout == "zip":
+        torch.save(obj, path)
+    elif layout == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    else:
+        path.write_bytes(pickle.dumps(obj))
+    with pytest.raises(CheckpointError, match=rf"evil.pt contains code \({os.system.__module__}.system\): not a "
+                                              r"plain checkpoint; nothing was executed"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_plain_legacy_pickle_still_loads(tmp_path):
+    sd = wan_state_dict(MICRO, device="cpu")
+    torch.save({"generator_ema": sd}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    loaded, _ = read_state_dict(tmp_path / "legacy.pt")
+    assert all(torch.equal(loaded["generator_ema"][k], v) for k, v in sd.items())
 
 
 def test_missing_file_and_unknown_extension(tmp_path):
