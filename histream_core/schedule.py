@@ -5,6 +5,7 @@ Flow matching (DESIGN §2): x_t = (1-σ)·x0 + σ·ε, the model predicts v = ε
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -40,6 +41,10 @@ def sigmas_from_list(values, drop_trailing_zero: bool = True) -> tuple[float, ..
         vals = vals[:-1]
     if not vals:
         raise ScheduleError("the custom schedule has no steps: give at least one sigma in (0, 1]")
+    bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+    if bad:  # NaN compares false with everything: checked first, or the order checks below would pass it
+        raise ScheduleError(f"sigma {bad[0]} of the custom schedule is {vals[bad[0]]}: every sigma must be a finite "
+                            f"number in (0, 1]; check the node that makes the SIGMAS")
     for a, b in pairwise(vals):
         if b >= a:
             raise ScheduleError(f"sigmas must strictly decrease, got {a} then {b}")
@@ -117,8 +122,8 @@ def build_step_plan(first_steps: int, first_low: int, later_steps: int, later_lo
                     shift: float = DEFAULT_SHIFT, sigmas=None) -> StepPlan:
     """A plan from step counts (uniform t, shifted: 4 steps = Self-Forcing's) or from one custom sigma list used
     for every chunk; `*_low` of each chunk's steps run at low resolution."""
-    if shift <= 0:
-        raise ScheduleError(f"shift must be > 0, got {shift}")
+    if not (math.isfinite(shift) and shift > 0):  # written so that NaN fails too
+        raise ScheduleError(f"shift must be a finite number > 0, got {shift}")
     if sigmas is not None:
         custom = sigmas_from_list(sigmas)
         return StepPlan(ChunkSchedule(custom, first_low), ChunkSchedule(custom, later_low))

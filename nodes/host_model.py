@@ -58,6 +58,9 @@ def resolve_shift(patcher, node_shift: float) -> float:
     """The schedule node's shift, unless a stock ModelSamplingSD3 (object patch `model_sampling`) set one."""
     ms = patcher.object_patches.get("model_sampling") if hasattr(patcher, "object_patches") else None
     if ms is not None and hasattr(ms, "shift"):
+        if not (float(ms.shift) > 0):  # NaN fails too
+            raise ValueError(f"the MODEL's ModelSamplingSD3 (or another ModelSampling node) sets shift "
+                             f"{float(ms.shift)}; HiStream needs shift > 0 (5 for Self-Forcing): change it there")
         if float(ms.shift) != float(node_shift):
             log.info("HiStream: using shift %.3g from the MODEL's ModelSampling patch (schedule node says %.3g)",
                      ms.shift, node_shift)

@@ -112,3 +112,15 @@ def test_huge_seed_with_batch():
 
     n = NoiseSource(2**64 - 1, batch=2)((1, 2))
     assert n.shape == (2, 1, 2) and not torch.equal(n[0], n[1])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_sigmas_and_shift_are_refused(bad):
+    """NaN compares false with everything, so the order and range checks alone would let it through."""
+    from histream_core.schedule import build_step_plan
+
+    for sigmas in ([1.0, bad, 0.3, 0.0], [bad, 0.5, 0.0], [1.0, 0.5, bad]):
+        with pytest.raises(ScheduleError, match=r"must be a finite number in \(0, 1\]"):
+            sigmas_from_list(sigmas)
+    with pytest.raises(ScheduleError, match="shift must be a finite number > 0"):
+        build_step_plan(4, 2, 2, 1, shift=bad)
