@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import comfy.model_management
 import comfy.sd
 import folder_paths
 import torch
 
 from ..histream_core.attention import BACKENDS
+from ..histream_core.finite import first_non_finite_weight
 from ..histream_core.loading import CheckpointError, load_wan_state_dict
 from ..histream_core.vace_loading import load_vace_state_dict
 from .host_compat import call_accepting
@@ -63,6 +65,10 @@ class LoadHiStreamModel:
             sd = {**sd, **vace}
             log.info("HiStream: VACE control from %s (%d VACE blocks%s)", vace_model, vinfo["vace_layers"],
                      "; the file's main blocks are not used" if vinfo["full_checkpoint"] else "")
+        bad = first_non_finite_weight(sd.items(), device=comfy.model_management.get_torch_device())
+        if bad is not None:
+            raise ValueError(f"{model_name} holds NaN/inf values in {bad}: the file is damaged or was saved from a "
+                             f"diverged run; re-download it (or pick another checkpoint)")
         options = {}
         if WEIGHT_DTYPES[weight_dtype] is not None:
             options["dtype"] = WEIGHT_DTYPES[weight_dtype]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import time
 
 import pytest
@@ -160,13 +162,30 @@ def test_bad_checkpoints_are_refused_clearly(server, weights):
     (dm / "notes.txt").write_text("not a model")
     lora_as_model = server.model_dir("loras") / "tiny_lora.safetensors"
     (dm / "lora_in_wrong_folder.safetensors").write_bytes(lora_as_model.read_bytes())
+    nan = dict(weights)
+    nan["blocks.1.ffn.0.weight"] = nan["blocks.1.ffn.0.weight"].clone()
+    nan["blocks.1.ffn.0.weight"][0, 0] = float("nan")  # one element is enough
+    write_comfy_safetensors(dm / "tiny_nan.safetensors", nan)
+    evil = dm / "evil.pt"
+    evil.write_bytes(pickle.dumps({"x": _Shell(f"touch {dm / 'MARKER'}")}))
     server.object_info(refresh=True)
     cases = {"garbage.safetensors": "corrupt", "tiny_i2v.safetensors": "image-to-video",
-             "notes.txt": "notes.txt", "lora_in_wrong_folder.safetensors": "LoRA"}
+             "notes.txt": "notes.txt", "lora_in_wrong_folder.safetensors": "LoRA",
+             "tiny_nan.safetensors": "NaN/inf values in blocks.1.ffn.0.weight",
+             "evil.pt": f"contains code ({os.system.__module__}.system): not a plain checkpoint; nothing was executed"}
     for name, expect in cases.items():
         text = _error_text(server, histream_prompt(name))
         assert expect in text, (name, text[:2000])
         assert "Traceback (most recent call last)" not in text.split("raised", 1)[-1][:200]
+    assert not (dm / "MARKER").exists()
+
+
+class _Shell:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
 
 
 def _rss_kib(server) -> int:
