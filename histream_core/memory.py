@@ -42,3 +42,43 @@ def vace_cache_bytes(model: WanConfig, hi: HiStreamConfig, vace_layers: int, ent
         return 0
     main = sum(cache_bytes(model, hi, bytes_per_elem).values())
     return main * vace_layers * entries // model.num_layers
+
+
+class InsufficientMemoryError(MemoryError):
+    """A run that cannot fit: raised before anything large is allocated; the message has the estimate, the free
+    amount and the cheapest changes that would fit."""
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def cheaper_plans(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2) -> list[tuple[str, int]]:
+    """(change, bytes the run would then need) for the usual fixes, cheapest need first."""
+    from dataclasses import replace
+
+    options = []
+    if hi.window_chunks > 1:
+        options.append(("window_chunks 1", replace(hi, window_chunks=1)))
+    if hi.batch_size > 1:
+        options.append(("batch_size 1", replace(hi, batch_size=1)))
+    half_w, half_h = (hi.width // 2) // 32 * 32, (hi.height // 2) // 32 * 32
+    if half_w >= 64 and half_h >= 64:
+        try:
+            options.append((f"{half_w}x{half_h}", replace(hi, width=half_w, height=half_h)))
+        except ValueError:  # a size the low-res stage cannot halve: leave that fix out
+            pass
+    plans = [(name, run_bytes(model, cfg, bytes_per_elem)) for name, cfg in options]
+    return sorted(plans, key=lambda p: p[1])
+
+
+def check_fits(need: int, free: int, device: str, fixes: list[tuple[str, int]] = (), others: str = "") -> None:
+    """Refuse a run whose planned bytes exceed the device's free memory (see `cheaper_plans` for `fixes`)."""
+    if need <= free:
+        return
+    fitting = [f"{name} (≈ {gib(n)})" for name, n in fixes if n <= free]
+    tried = fitting or [f"{name} (≈ {gib(n)}, still too much alone)" for name, n in fixes]
+    hint = f"; changes that fit: {', '.join(fitting)}" if fitting else (
+        f"; none of these fits alone: {', '.join(tried)}" if tried else "")
+    raise InsufficientMemoryError(f"HiStream needs ≈ {gib(need)} on {device} for this run but {gib(free)} is free"
+                                  f"{hint}{'; ' + others if others else ''}. Nothing was allocated")
