@@ -194,8 +194,9 @@ class HiStreamConfig:
             if not self._side_ok(side):
                 lo, hi = _nearest_valid(side, self._side_ok)
                 low = f" and at low-res scale {self.low_res_scale}" if self.uses_low_res else ""
+                use = f"use {lo} or {hi}" if lo > 0 else f"use {hi}"  # 0 is no size
                 raise ConfigError(f"{name} {side} does not fit: sides must be multiples of {self.side_multiple} "
-                                  f"(whole 2x2 patches of 8x VAE cells at full res{low}); use {lo} or {hi}")
+                                  f"(whole 2x2 patches of 8x VAE cells at full res{low}); {use}")
         if self.anchor_frames is not None and self.anchor_frames < 0:
             raise ConfigError(f"anchor_frames must be >= 0, got {self.anchor_frames}")
         if self.window_chunks is not None and self.window_chunks < 0:

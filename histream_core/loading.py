@@ -370,6 +370,11 @@ def _refuse_non_wan(sd: dict[str, torch.Tensor], name: str) -> None:
     low = [k.lower() for k in keys]
     if any("lora" in k or k.endswith((".alpha", ".diff", ".diff_b")) for k in low):
         kind = "a LoRA (apply it to the loaded model with a LoRA loader node instead)"
+    elif any(".input_blocks." in f".{k}" or "conditioner.embedders." in k for k in low):
+        kind = ("a Stable Diffusion (UNet) checkpoint (input_blocks.*; SD1.5/SDXL); load it with the stock "
+                "checkpoint loader, it does not run with HiStream")
+    elif any(".double_blocks." in f".{k}" or "joint_blocks." in k for k in low):
+        kind = "an image model (Flux/SD3 blocks), not a Wan2.1 video model"
     elif any(k.startswith(("encoder.conv1", "decoder.conv1", "first_stage_model.", "encoder.down", "decoder.up"))
              for k in low):
         kind = "a VAE"

@@ -36,6 +36,8 @@ def test_sides_error_names_nearest_valid_values():
     assert HiStreamConfig.preset("self_forcing", width=1280, height=720).latent_size == (90, 160)
     with pytest.raises(ConfigError, match=r"width 1000 .*use 992 or 1008"):
         HiStreamConfig.preset("self_forcing", width=1000, height=720)
+    with pytest.raises(ConfigError, match=r"width 16 .*; use 32$"):  # never "use 0"
+        HiStreamConfig.preset("histream", width=16, height=64)
 
 
 def test_frames_must_be_1_plus_4k():

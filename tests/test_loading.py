@@ -286,7 +286,15 @@ def test_refuses_lora_vae_and_other_models():
     sd_unet = {"model.diffusion_model.input_blocks.0.0.weight": torch.empty(320, 4, 3, 3, device="meta"),
                "model.diffusion_model.out.2.weight": torch.empty(4, 320, 3, 3, device="meta")}
     msg = refusal(sd_unet)
-    assert "not a Wan2.1 diffusion model" in msg and "model.diffusion_model.input_blocks.0.0.weight" in msg
+    assert "Stable Diffusion (UNet) checkpoint" in msg and "model.diffusion_model.input_blocks.0.0.weight" in msg
+    # a whole SD1.5 file (UNet + VAE + text encoder) is named as SD, not as "a VAE" for its first_stage_model keys
+    sd15 = {**sd_unet, "first_stage_model.decoder.conv_in.weight": torch.empty(512, 4, 3, 3, device="meta"),
+            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight":
+                torch.empty(49408, 768, device="meta")}
+    assert "Stable Diffusion (UNet) checkpoint" in refusal(sd15)
+    flux = {"double_blocks.0.img_attn.qkv.weight": torch.empty(9216, 3072, device="meta")}
+    assert "Flux/SD3" in refusal(flux)
+    assert "not a Wan2.1 diffusion model" in refusal({"foo.weight": torch.empty(2, device="meta")})
     assert "no tensors" in refusal({})
 
 
