@@ -51,13 +51,10 @@ class AnchorCacheChunker:
                    "empty video latent.")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames):
-        # (ComfyUI skips its own range checks for the inputs named here)
-        for name, side in (("width", width), ("height", height)):
-            if side < 16 or side > MAX_SIDE:
-                return f"{name} {side} is out of range: use 16 … {MAX_SIDE} pixels"
-            if side % 16:
-                return f"{name} {side} is not a multiple of 16: use {side - side % 16} or {side - side % 16 + 16}"
+    def VALIDATE_INPUTS(cls, frames):
+        # Only `frames` is named here: ComfyUI reports a failed check once per named input, and 1 + 4k is the rule
+        # its range check cannot express. Width/height get the host's own range check; their multiples (16, or 32
+        # with the low-res stage) are checked by the core's config, which names the nearest valid sizes.
         if frames < 1:
             return f"frames {frames} is out of range: use 1 + 4k frames, e.g. 81"
         if (frames - 1) % 4:

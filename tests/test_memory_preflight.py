@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from histream_core import HiStreamConfig, WanConfig
-from histream_core.memory import InsufficientMemoryError, check_fits, cheaper_plans, gib, run_bytes
+from histream_core.memory import InsufficientMemoryError, cheaper_plans, check_fits, gib, run_bytes
 
 MODEL = WanConfig.preset("1.3B")
 

@@ -141,7 +141,7 @@ def _error_text(server, prompt) -> str:
 
 
 @pytest.mark.parametrize("change,expect", [
-    (dict(width=70), "multiple of 16"),
+    (dict(width=70), "width 70 does not fit: sides must be multiples of 32"),
     (dict(width=48), "multiples of 32"),  # fine for the chunker, too small a grid for the 0.5 low-res stage
     (dict(frames=10), "1 + 4k"),
     (dict(window=0), "window_chunks"),
@@ -151,6 +151,13 @@ def _error_text(server, prompt) -> str:
 def test_bad_inputs_give_one_clear_error(server, change, expect):
     text = _error_text(server, histream_prompt("tiny_self_forcing.pt", **change))
     assert expect in text, text[:2000]
+
+
+def test_a_bad_frame_count_is_reported_once(server):
+    """ComfyUI repeats a failed custom validation once per input the check names: the chunker names only frames."""
+    with pytest.raises(QueueError) as err:
+        server.run(histream_prompt("tiny_self_forcing.pt", frames=10))
+    assert str(err.value.response).count("frames must be 1 + 4k") == 1, err.value.response
 
 
 def test_bad_checkpoints_are_refused_clearly(server, weights):
