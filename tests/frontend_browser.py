@@ -101,17 +101,20 @@ DROP_JS = """async ([name, text]) => {
 # graph units, the view (ds offset/scale) and the canvas's size on screen, error toasts and open dialogs.
 PAGE_STATE_JS = """() => {
   const app = window.app, graph = app.graph, canvas = app.canvas;
+  const LG = window.LiteGraph, ctx = canvas.canvas.getContext('2d');
+  const textWidth = (text, font) => { ctx.save(); ctx.font = font; const w = ctx.measureText(text).width;
+                                      ctx.restore(); return w; };
   const nodes = (graph._nodes || graph.nodes).map(n => {
     const b = n.getBounding ? Array.from(n.getBounding()) : [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30];
-    return {id: n.id, type: n.type, title: n.title, bounding: b, size: Array.from(n.size), min_size: Array.from(n.computeSize()),
-            has_errors: !!n.has_errors};
+    // the frontend cuts a title short beyond the node's width less a title bar's height each side
+    const title_room = n.size[0] - 2 * LG.NODE_TITLE_HEIGHT;
+    const title_width = textWidth(n.title, `${LG.NODE_TEXT_SIZE}px ${LG.NODE_FONT}`);
+    return {id: n.id, type: n.type, title: n.title, bounding: b, size: Array.from(n.size),
+            min_size: Array.from(n.computeSize()), title_width, title_room};
   });
-  const LG = window.LiteGraph, ctx = canvas.canvas.getContext('2d');
   const groups = (graph._groups || graph.groups || []).map(g => {
-    ctx.save();  // the title at the larger of the group's font and the frontend's own group font
-    ctx.font = `${Math.max(g.font_size || 0, LG.GROUP_TEXT_SIZE || 0)}px ${LG.GROUP_FONT || 'Arial'}`;
-    const title_width = ctx.measureText(g.title).width;
-    ctx.restore();
+    // the title at the larger of the group's font and the frontend's own group font
+    const title_width = textWidth(g.title, `${Math.max(g.font_size || 0, LG.GROUP_TEXT_SIZE || 0)}px ${LG.GROUP_FONT}`);
     return {title: g.title, bounding: Array.from(g._bounding || g.bounding), title_width};
   });
   const box = canvas.canvas.getBoundingClientRect();
@@ -205,6 +208,12 @@ def covered(page, state: dict) -> list[str]:
                        (x + w / 2, y + h / 2)):
             points.append([f"{node['title']}", left + px, top + py])
     return page.evaluate(COVERED_JS, points)
+
+
+def cut_node_titles(state: dict) -> list[str]:
+    """Nodes whose title the frontend draws cut short (it does not fit the node's width)."""
+    return [f"{n['title']} ({n['title_width']:.0f} px, room for {n['title_room']:.0f})"
+            for n in state["nodes"] if n["title_width"] > n["title_room"]]
 
 
 def clipped_group_titles(state: dict) -> list[str]:

@@ -27,6 +27,7 @@ from frontend_browser import (
     clipped_group_titles,
     console_allowlist,
     covered,
+    cut_node_titles,
     frontend_static,
     frontends_for_host,
     load_workflow_as_drop,
@@ -153,6 +154,8 @@ def test_workflow_opens_cleanly_in_the_frontend(frontend, path):
         problems.append(f"nodes on the canvas {[n['id'] for n in state['nodes']]} are not the file's")
     if overlapping_pairs(state["nodes"]):
         problems.append(f"overlapping nodes: {overlapping_pairs(state['nodes'])}")
+    if cut_node_titles(state):
+        problems.append(f"node titles cut short: {cut_node_titles(state)}")
     if clipped_group_titles(state):
         problems.append(f"group titles wider than their group: {clipped_group_titles(state)}")
     if outside_view(state):

@@ -411,7 +411,7 @@ def build_toy(prefix: str = "histream/toy_demo") -> dict:
     model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], MODELS_COL)
     text = g.add("HiStreamToyPrompt", [TOY_PROMPT], MODELS_COL)
     negative = g.add("HiStreamToyPrompt", [NEGATIVE_PROMPT], MODELS_COL,
-                     title=f"{TITLES['HiStreamToyPrompt']}: negative (empty)")
+                     title="Negative prompt (empty)")
     refine = sampler_stages(g, model, text, [128, 128, 65, 1, 1, 1, TOY_WINDOW, "cache_relative"],
                             ["custom", TOY_SHIFT, TOY_STEPS, TOY_STEPS // 2, TOY_STEPS, TOY_STEPS // 2, TOY_SAMPLER],
                             [7, "fixed", 0.5], negative=negative, cfg=TOY_GUIDANCE)
