@@ -1,7 +1,10 @@
 """Writes the shipped UI-format workflows in workflows/ (run: python -m tools.make_workflows).
 
 Graphs are described once here so that every workflow stays consistent (links, types, widget order); the JSON
-files are what users drag onto the canvas.
+files are what users drag onto the canvas. Each node goes into a stage column (a titled group); positions, group
+boxes and the saved view are computed from the node sizes, which follow the frontend's own sizing rule (see
+node_size), so that nothing overlaps and the whole graph is in view when a file opens (tests/test_workflows_browser.py
+checks this in the real frontend).
 """
 
 from __future__ import annotations
@@ -200,13 +203,6 @@ class Graph:
         self.links.append([lid, src, src_slot, dst, slot, type_])
         s["outputs"][src_slot]["links"].append(lid)
         d["inputs"][slot]["link"] = lid
-
-    def relink(self, lid, src, src_slot):
-        """Point link `lid` at a new source (link ids stay 1..N)."""
-        link = self.links[lid - 1]
-        self.nodes[link[1] - 1]["outputs"][link[2]]["links"].remove(lid)
-        link[1], link[2] = src, src_slot
-        self.nodes[src - 1]["outputs"][src_slot]["links"].append(lid)
 
     def _place(self) -> tuple[list[dict], list[float]]:
         groups, x, spans = [], 0, {}
