@@ -13,6 +13,8 @@ and its `process_output` (newer hosts run it in place on the output and return N
 """
 from __future__ import annotations
 
+import traceback
+
 import comfy.ldm.wan.vae as wan_vae
 import comfy.model_management
 import latent_preview
@@ -31,11 +33,6 @@ NO_VAE_MESSAGE = ("Cached Upsample Refine's IMAGE output is connected but its va
 def pixel_frames(latent_frames: int) -> int:
     """The host's Wan2.1 temporal upscale: 1 pixel frame for the first latent frame, 4 for each later one."""
     return 1 + 4 * (latent_frames - 1) if latent_frames > 0 else 0
-
-
-def pixel_range(first_latent: int, count: int) -> tuple[int, int]:
-    """Pixel frames [start, stop) that latent frames [first_latent, first_latent + count) decode to."""
-    return pixel_frames(first_latent), pixel_frames(first_latent + count)
 
 
 def check_vae(vae) -> None:
@@ -107,11 +104,17 @@ class StreamingDecode:
             return None
         first = self.written
         z = self.decoder.latent_conv(self.latent)  # the whole video's shape, as in stock decode (module notes)
-        for start, stop in todo:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            for piece in self.decoder.decode(z[:, :, start:stop]):
-                self._write(piece)
-            self.done = stop
+        try:
+            for start, stop in todo:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                for piece in self.decoder.decode(z[:, :, start:stop]):
+                    self._write(piece)
+                self.done = stop
+        except BaseException as exc:  # Stop (the host's ops check it too) or OOM inside a layer: the traceback,
+            self.release()  # which the host keeps to report, must not pin the decode state in the layers' frames
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__.tb_next)
+            raise
         return self.video[:, first:self.written]
 
     def _write(self, piece: torch.Tensor) -> None:
