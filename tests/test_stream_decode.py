@@ -127,9 +127,11 @@ def test_stream_never_calls_the_hosts_decode_loop(sdec, stock, monkeypatch):
 
 @pytest.mark.parametrize("sizes", [[1, 1, 1, 1, 1], [3, 2], [2, 2, 1], [5]], ids=["chunk1", "chunk3", "chunk2",
                                                                                "whole"])
-def test_paired_grouping_is_the_same_math_as_one_frame(sdec, loop, stock, sizes):
+def test_paired_grouping_is_the_same_math_as_one_frame(sdec, loop, vae, sizes):
     """Frame 0 then pairs (newer hosts' stock grouping) against one frame per pass, on this host's layers."""
-    vae, raw, _ = stock("real", 2)
+    seed = 11
+    print("seed", seed)
+    raw = torch.randn(1, 16, 5, 2, 2, generator=torch.Generator().manual_seed(seed)) * 2
     one, _ = streamed(sdec, vae, raw, [5], schedule=loop.ONE_FRAME)
     paired, pieces = streamed(sdec, vae, raw, sizes, schedule=loop.PAIRS)
     assert (paired - one).abs().max() <= 1e-5
