@@ -11,7 +11,8 @@ Each decoder runs in its own child process, so that each peak memory is its own.
 - exactness: streaming and tiled output against stock VAEDecode (max |difference|, bitwise flag).
 
 Run from the repository root:  python -m bench.bench_decode [--tiny] [--out bench/_out/decode.json]
-`--tiny` (for tests, seconds): an 8-wide VAE, 16×16 pixels, 3 latent frames. The host is found through
+`--tiny` (for tests, seconds): an 8-wide VAE (96-wide on hosts that build no other, see host_vae), 16×16
+pixels, 3 latent frames. The host is found through
 --comfyui, $COMFYUI_PATH or ../shared/comfyui.
 """
 
@@ -21,7 +22,6 @@ import argparse
 import datetime
 import importlib.util
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -90,25 +90,18 @@ def random_wan_vae(dim: int, seed: int = 0):
 
 
 def host_vae(dim: int = 8, seed: int = 0):
-    """A `comfy.sd.VAE` around a random Wan2.1 VAE of width `dim` (96 = the real 127M one, loaded through the host's
-    ordinary state-dict path). The host only builds the 96-wide layout from a state dict, so a narrower one is
-    put inside a wrapper built from the detection key alone (decode, batching, dtype, process_output unchanged)."""
-    import comfy.model_management
-    import comfy.model_patcher
+    """A `comfy.sd.VAE` built by the host's public path (`comfy.sd.VAE(sd=...)`) from the full state dict of a
+    random Wan2.1 VAE of width `dim` (96 = the real 127M one). v0.8.0 reads the width from `decoder.head.0.gamma`;
+    v0.3.64 builds only the 96-wide layout from a state dict (its Wan2.1 config is fixed, a narrower state dict
+    does not fit it), so there any width gives the 96-wide VAE: check `first_stage_model.dim` for the width built."""
     import comfy.sd
 
-    model = random_wan_vae(dim, seed)
-    if dim == 96:
-        return comfy.sd.VAE(sd=model.state_dict())
-    logging.disable(logging.WARNING)  # the wrapper lists every key it did not get
     try:
-        vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
-    finally:
-        logging.disable(logging.NOTSET)
-    vae.first_stage_model = model.to(vae.vae_dtype)
-    vae.patcher = comfy.model_patcher.ModelPatcher(vae.first_stage_model, load_device=vae.device,
-                                                   offload_device=comfy.model_management.vae_offload_device())
-    return vae
+        return comfy.sd.VAE(sd=random_wan_vae(dim, seed).state_dict())
+    except RuntimeError:  # size mismatch: a host with the fixed 96-wide Wan2.1 config
+        if dim == 96:
+            raise
+        return comfy.sd.VAE(sd=random_wan_vae(96, seed).state_dict())
 
 
 # ---- one decoder in this process -------------------------------------------------------------------------------
@@ -166,7 +159,7 @@ def run_one(method: str, opts) -> dict:
         else:
             images = comfy_nodes.VAEDecodeTiled().decode(vae, samples, **tiled)[0]
         total = time.perf_counter() - t0
-    return {"method": method, "time_to_first_frame_s": first if first is not None else total, "total_s": total,
+    return {"method": method, "vae_width": vae.first_stage_model.dim, "time_to_first_frame_s": first if first is not None else total, "total_s": total,
             "peak_rss_above_start_bytes": mem.peak - mem.base, "pixel_frames": int(images.shape[0]),
             "images": images}
 

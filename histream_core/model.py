@@ -54,6 +54,7 @@ class CausalWanModel(nn.Module):
             for name in VACE_SUBMODULES:
                 setattr(self, name, mods[name])
         self._compute_dtype = compute_dtype
+        self._device: torch.device | None = None
         self.rope = Rope3D(config.rope_axes, ntk_scale=rope_ntk_scale)
 
     @classmethod
@@ -80,7 +81,13 @@ class CausalWanModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.text_embedding[0].weight.device
+        """The run's compute device: the one set by whoever loads the weights (a host may keep them offloaded and
+        cast them per op, so a weight's `.device` is not where the run computes), else the weights' own."""
+        return self._device if self._device is not None else self.text_embedding[0].weight.device
+
+    @device.setter
+    def device(self, value):
+        self._device = None if value is None else torch.device(value)
 
     # ---- shared pieces ---------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -45,7 +45,9 @@ def causal_model(patcher, conditionings=()) -> CausalWanModel:
         log.warning("HiStream: this MODEL carries VACE blocks but was not loaded by Load HiStream Model: its main "
                     "blocks must be causal (Self-Forcing) weights; a full Wan2.1-VACE checkpoint's main blocks are "
                     "the 50-step model. Attach a VACE file with Load HiStream Model's vace_model instead")
-    return CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher))
+    model = CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher))
+    model.device = patcher.load_device  # never a weight's device: dynamic VRAM keeps the weights on the CPU
+    return model
 
 
 def compute_dtype(patcher) -> torch.dtype:

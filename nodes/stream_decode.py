@@ -1,17 +1,19 @@
 """Streaming decode: the host's Wan2.1 VAE decodes each finished chunk before HiStream starts the next one.
 
-The host's `WanVAE.decode` maps the latent through `conv2` (a 1×1×1 convolution) and then calls its decoder one
-latent frame at a time, carrying a causal feature cache (the last frames seen by every causal 3-D convolution) from
-call to call; the first call sees no cache and yields 1 pixel frame, every later latent frame 4. Keeping that cache
-alive across chunks and feeding the same one-frame calls in the same order therefore gives stock `VAEDecode`'s
-pixels exactly. One detail matters for bit equality: `conv2` must see a tensor of the whole video's shape. It is
-pointwise, but CPU kernels block the flattened positions by the tensor's size, and a position's rounding can depend
-on the block it lands in (seen: `conv2` of a 2×3-latent chunk differed in the last bits from the same frames of the
-whole-latent `conv2`). So each chunk is written into a video-sized latent buffer on the VAE's device (as stock
-`VAEDecode` holds the whole latent there) and `conv2` runs over that buffer; its 1×1×1 cost is negligible.
-Only the host's own modules run here; this file holds no math of its own.
+The decode loop is this pack's own (`wan_causal_decode.CausalDecoder`, over the host VAE's layers); it keeps each
+causal convolution's past across chunks and groups latent frames as the host's stock decode does, so the frames equal
+stock `VAEDecode`'s bit for bit. A frame that the host's grouping pairs with the next one waits for the next chunk
+(or the end of the video). One more detail matters for bit equality: the VAE's `conv2` (1×1×1, pointwise) must see a
+tensor of the whole video's shape, because CPU kernels block the flattened positions by the tensor's size and a
+position's rounding can depend on its block (seen: `conv2` of a 2×3-latent chunk differed in the last bits from the
+same frames of the whole-latent `conv2`). So each chunk is written into a video-sized latent buffer on the VAE's
+load device (as stock `VAEDecode` holds the whole latent there) and `conv2` runs over that buffer; its cost is
+negligible. Output follows the host: its decode output dtype (`vae_output_dtype()` where the host has it, else fp32)
+and its `process_output` (newer hosts run it in place on the output and return None).
 """
 from __future__ import annotations
+
+import traceback
 
 import comfy.ldm.wan.vae as wan_vae
 import comfy.model_management
@@ -21,6 +23,8 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_execution.graph_utils import ExecutionBlocker
 from PIL import Image
 
+from .wan_causal_decode import CausalDecoder, Schedule, host_schedule, passes
+
 IMAGE_OUTPUT = 1  # CachedUpsampleRefine's IMAGE output slot
 NO_VAE_MESSAGE = ("Cached Upsample Refine's IMAGE output is connected but its vae input is empty: connect a VAELoader "
                   "(Wan2.1 VAE) to vae, or decode the LATENT output with VAEDecode")
@@ -29,11 +33,6 @@ NO_VAE_MESSAGE = ("Cached Upsample Refine's IMAGE output is connected but its va
 def pixel_frames(latent_frames: int) -> int:
     """The host's Wan2.1 temporal upscale: 1 pixel frame for the first latent frame, 4 for each later one."""
     return 1 + 4 * (latent_frames - 1) if latent_frames > 0 else 0
-
-
-def pixel_range(first_latent: int, count: int) -> tuple[int, int]:
-    """Pixel frames [start, stop) that latent frames [first_latent, first_latent + count) decode to."""
-    return pixel_frames(first_latent), pixel_frames(first_latent + count)
 
 
 def check_vae(vae) -> None:
@@ -71,45 +70,66 @@ def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int]) -> int:
 
 
 class StreamingDecode:
-    """Feed finished chunks in order; each `decode` returns the new pixel frames [B, f, H, W, 3] (0..1, on the
-    VAE's output device), written into one preallocated video. `images()` is stock VAEDecode's IMAGE."""
+    """Feed finished chunks in order; each `decode` returns the pixel frames [B, f, H, W, 3] (0..1, on the VAE's
+    output device) that became final, or None, written into one preallocated video. `images()` is stock
+    VAEDecode's IMAGE. `schedule`: the latent frame grouping (default: this host's stock one)."""
 
-    def __init__(self, vae, batch: int, latent_frames: int):
+    def __init__(self, vae, batch: int, latent_frames: int, schedule: Schedule | None = None):
         check_vae(vae)
         self.vae, self.batch, self.latent_frames = vae, batch, latent_frames
-        self.model = vae.first_stage_model
-        self.feat_cache: list | None = [None] * wan_vae.count_conv3d(self.model.decoder)
+        self.decoder: CausalDecoder | None = CausalDecoder(vae.first_stage_model, schedule or host_schedule())
+        self.out_dtype = vae.vae_output_dtype() if hasattr(vae, "vae_output_dtype") else torch.float32
+        self.received = 0  # latent frames given so far
         self.done = 0  # latent frames decoded so far
+        self.written = 0  # pixel frames in the video so far
         self.latent: torch.Tensor | None = None  # [B, 16, T, h, w] on the VAE device: the chunks so far, then zeros
         self.video: torch.Tensor | None = None  # [B, pixel frames, H, W, 3], allocated on the first output
 
     @torch.no_grad()
-    def decode(self, raw_latent: torch.Tensor) -> torch.Tensor:
+    def decode(self, raw_latent: torch.Tensor) -> torch.Tensor | None:
         """`raw_latent`: the next chunk [B, 16, t, h, w] in the VAE's (process_out) latent space."""
-        if self.feat_cache is None:
+        if self.decoder is None:
             raise RuntimeError("this streaming decode was released")
         b, c, t, h, w = raw_latent.shape
-        if b != self.batch or self.done + t > self.latent_frames:
+        if b != self.batch or self.received + t > self.latent_frames:
             raise ValueError(f"chunk {tuple(raw_latent.shape)} does not continue a {self.batch}×"
-                             f"{self.latent_frames}-frame video at latent frame {self.done}")
+                             f"{self.latent_frames}-frame video at latent frame {self.received}")
         vae = self.vae
-        if self.latent is None:
+        if self.latent is None:  # the host's load device, never a weight's (offloaded weights stay on the CPU)
             self.latent = torch.zeros((b, c, self.latent_frames, h, w), dtype=vae.vae_dtype, device=vae.device)
-        first = self.done
-        self.latent[:, :, first:first + t] = raw_latent.to(vae.vae_dtype).to(vae.device)
-        z = self.model.conv2(self.latent)  # the whole video's shape, as in WanVAE.decode (see the module notes)
-        for i in range(first, first + t):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            # one latent frame per call: the causal feature cache carries the past, as in WanVAE.decode
-            out = self.model.decoder(z[:, :, i:i + 1], feat_cache=self.feat_cache, feat_idx=[0])
-            frames = vae.process_output(out.to(vae.output_device).float()).movedim(1, -1)
-            if self.video is None:
-                self.video = torch.empty((b, pixel_frames(self.latent_frames), *frames.shape[2:]),
-                                         device=vae.output_device)
-            lo, hi = pixel_range(self.done, 1)
-            self.video[:, lo:hi] = frames
-            self.done += 1
-        return self.video[:, pixel_frames(first):pixel_frames(self.done)]
+        self.latent[:, :, self.received:self.received + t] = raw_latent.to(device=vae.device, dtype=vae.vae_dtype)
+        self.received += t
+        todo = passes(self.decoder.schedule, self.done, self.received, final=self.received == self.latent_frames)
+        if not todo:
+            return None
+        first = self.written
+        z = self.decoder.latent_conv(self.latent)  # the whole video's shape, as in stock decode (module notes)
+        try:
+            for start, stop in todo:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                for piece in self.decoder.decode(z[:, :, start:stop]):
+                    self._write(piece)
+                self.done = stop
+        except BaseException as exc:  # Stop (the host's ops check it too) or OOM inside a layer: the traceback,
+            self.release()  # which the host keeps to report, must not pin the decode state in the layers' frames
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__.tb_next)
+            raise
+        return self.video[:, first:self.written]
+
+    def _write(self, piece: torch.Tensor) -> None:
+        """Decoded frames [B, 3, f, H, W] → the video, through the host's output dtype and process_output."""
+        vae = self.vae
+        frames = piece.to(device=vae.output_device, dtype=self.out_dtype).movedim(1, -1)
+        if self.video is None:
+            self.video = torch.empty((self.batch, pixel_frames(self.latent_frames), *frames.shape[2:]),
+                                     device=vae.output_device, dtype=self.out_dtype)
+        view = self.video[:, self.written:self.written + frames.shape[1]]
+        view.copy_(frames)
+        processed = vae.process_output(view)  # elementwise: in place on newer hosts (None), else a new tensor
+        if processed is not None and processed is not view:
+            view.copy_(processed)
+        self.written += frames.shape[1]
 
     def images(self) -> torch.Tensor:
         """The whole video as ComfyUI IMAGE [B·frames, H, W, 3] (stock VAEDecode's batch-major layout)."""
@@ -118,8 +138,8 @@ class StreamingDecode:
         return self.video.reshape(-1, *self.video.shape[2:])
 
     def release(self) -> None:
-        """Drop the causal feature cache and the latent buffer (VAE device); the decoded frames stay."""
-        self.feat_cache = self.latent = None
+        """Drop the decode state (causal history) and the latent buffer (VAE device); the decoded frames stay."""
+        self.decoder = self.latent = None
 
 
 def load_with_vae(patcher, vae, extra_bytes: int, decode_bytes: int) -> None:

@@ -5,7 +5,11 @@ on Stop."""
 from __future__ import annotations
 
 import gc
+import re
+import shutil
+import subprocess
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +28,15 @@ def sdec(pack):
 
 
 @pytest.fixture(scope="module")
+def loop(pack):
+    import importlib
+
+    return importlib.import_module(pack.__name__ + ".nodes.wan_causal_decode")
+
+
+@pytest.fixture(scope="module")
 def vae(comfy_modules):
+    """The narrowest VAE this host builds through its public path (96 wide on v0.3.64, see host_vae)."""
     v = host_vae(dim=8)
     assert v.vae_dtype == torch.float32  # the bitwise claims are for CPU fp32
     return v
@@ -36,53 +48,133 @@ def patcher(comfy_modules):
     return comfy_modules.sd.load_diffusion_model_state_dict(sd)
 
 
-def streamed(sdec, vae, raw, sizes):
-    dec = sdec.StreamingDecode(vae, raw.shape[0], raw.shape[2])
+def streamed(sdec, vae, raw, sizes, schedule=None):
+    dec = sdec.StreamingDecode(vae, raw.shape[0], raw.shape[2], schedule=schedule)
     pieces, start = [], 0
     for n in sizes:
-        pieces.append(dec.decode(raw[:, :, start:start + n]).clone())
+        piece = dec.decode(raw[:, :, start:start + n])
+        pieces.append(None if piece is None else piece.clone())
         start += n
     out = dec.images()
     dec.release()
     return out, pieces
 
 
-@pytest.fixture(scope="module")
-def stock(vae):
-    """batch → (latent, stock VAEDecode of it), computed once per batch size."""
-    cache = {}
+WIDTHS = {"narrow": 8, "real": 96}  # 96: the real 127M architecture
 
-    def get(batch):
-        if batch not in cache:
+
+@pytest.fixture(scope="module")
+def stock(vae, comfy_modules):
+    """(width, batch) → (VAE, latent, stock VAEDecode of it), computed once each."""
+    cache, vaes = {}, {}
+
+    def get(width, batch):
+        if width not in vaes:
+            vaes[width] = vae if width == "narrow" else host_vae(dim=WIDTHS[width], seed=1)
+        v = vaes[width]
+        if width == "narrow" and v.first_stage_model.dim == 96:
+            pytest.skip("this host builds only the 96-wide Wan2.1 VAE through its public path (the 'real' cases)")
+        if (width, batch) not in cache:
             # 2×3 latent: a size where the host's 1×1×1 conv2 rounds differently if run per chunk (stream_decode.py)
-            raw = torch.randn(batch, 16, 5, 2, 3, generator=torch.Generator().manual_seed(4)) * 2
-            cache[batch] = raw, stock_vae_decode(vae, raw)  # [batch·17, 16, 24, 3]
-        return cache[batch]
+            raw = torch.randn(batch, 16, 5, 2, 3, generator=torch.Generator().manual_seed(4 + batch)) * 2
+            cache[width, batch] = v, raw, stock_vae_decode(v, raw)  # [batch·17, 16, 24, 3]
+        return cache[width, batch]
 
     return get
 
 
-@pytest.mark.parametrize("batch,sizes", [(1, [1, 1, 1, 1, 1]), (1, [3, 2]), (1, [2, 2, 1]), (2, [1, 4]),
-                                         (1, [5])], ids=["chunk1", "chunk3", "chunk2-unaligned", "batch2", "whole"])
-def test_streamed_decode_equals_stock_vaedecode(sdec, vae, stock, batch, sizes):
-    raw, expected = stock(batch)
+SIZES = {"chunk1": [1, 1, 1, 1, 1], "chunk3": [3, 2], "chunk2-unaligned": [2, 2, 1], "whole": [5]}
+
+
+@pytest.mark.parametrize("sizes", SIZES.values(), ids=SIZES.keys())
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_streamed_decode_equals_stock_vaedecode(sdec, loop, stock, width, batch, sizes):
+    vae, raw, expected = stock(width, batch)
     assert expected.shape == (batch * 17, 16, 24, 3)
     assert 0.5 < ((expected > 0) & (expected < 1)).float().mean()  # mostly unclamped: the equality says something
     out, pieces = streamed(sdec, vae, raw, sizes)
     assert out.dtype == expected.dtype and torch.equal(out, expected)
     per_video = expected.reshape(batch, 17, 16, 24, 3)
-    start = 0
-    for n, piece in zip(sizes, pieces):  # each call returns exactly its own new pixel frames, already final
-        lo, hi = sdec.pixel_range(start, n)
+    schedule, decoded, received = loop.host_schedule(), 0, 0
+    for n, piece in zip(sizes, pieces):  # each call returns exactly the pixel frames that became final
+        received += n
+        todo = loop.passes(schedule, decoded, received, final=received == 5)
+        if not todo:
+            assert piece is None
+            continue
+        lo, hi = sdec.pixel_frames(decoded), sdec.pixel_frames(todo[-1][1])
         assert torch.equal(piece, per_video[:, lo:hi])
-        start += n
+        decoded = todo[-1][1]
 
 
-def test_real_size_wan_vae_streamed_equals_stock(sdec, comfy_modules):
-    real = host_vae(dim=96, seed=1)  # the 127M architecture through the host's own state-dict path
-    raw = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(5))
-    out, _ = streamed(sdec, real, raw, [1, 1])
-    assert torch.equal(out, stock_vae_decode(real, raw))
+def test_stream_never_calls_the_hosts_decode_loop(sdec, stock, monkeypatch):
+    """The host's own decode loop and cache helpers may change or go: the stream runs on the layers alone."""
+    import comfy.ldm.wan.vae as wan_vae
+
+    vae, raw, expected = stock("real", 1)  # stock computed before the swap
+
+    def gone(*args, **kwargs):
+        raise AssertionError("the streaming decode called the host's decode loop")
+
+    for owner, name in [(wan_vae.WanVAE, "decode"), (wan_vae.Decoder3d, "forward"), (wan_vae, "count_conv3d"),
+                        (wan_vae.CausalConv3d, "forward"), (wan_vae.ResidualBlock, "forward"),
+                        (wan_vae.Resample, "forward")]:
+        monkeypatch.setattr(owner, name, gone)
+    out, _ = streamed(sdec, vae, raw, [3, 2])
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("sizes", [[1, 1, 1, 1, 1], [3, 2], [2, 2, 1], [5]], ids=["chunk1", "chunk3", "chunk2",
+                                                                               "whole"])
+def test_paired_grouping_is_the_same_math_as_one_frame(sdec, loop, vae, sizes):
+    """Frame 0 then pairs (newer hosts' stock grouping) against one frame per pass, on this host's layers."""
+    seed = 11
+    print("seed", seed)
+    raw = torch.randn(1, 16, 5, 2, 2, generator=torch.Generator().manual_seed(seed)) * 2
+    one, _ = streamed(sdec, vae, raw, [5], schedule=loop.ONE_FRAME)
+    paired, pieces = streamed(sdec, vae, raw, sizes, schedule=loop.PAIRS)
+    assert (paired - one).abs().max() <= 1e-5
+    got = [0 if p is None else p.shape[1] for p in pieces]  # a frame without its pair waits for the next chunk
+    expect = {"[1, 1, 1, 1, 1]": [1, 0, 8, 0, 8], "[3, 2]": [9, 8], "[2, 2, 1]": [1, 8, 8], "[5]": [17]}
+    assert got == expect[str(sizes)]
+
+
+@pytest.mark.parametrize("frames", range(1, 9))
+def test_paired_passes_are_newer_hosts_stock_grouping(loop, frames):
+    """Newer WanVAE.decode: frame 0, then x[1 + 2(i-1) : 1 + 2i] for i = 1 .. T // 2 (the last may be one frame)."""
+    stock = [(0, 1)] + [(1 + 2 * (i - 1), min(1 + 2 * i, frames)) for i in range(1, frames // 2 + 1)]
+    assert loop.passes(loop.PAIRS, 0, frames, final=True) == stock
+    assert loop.passes(loop.ONE_FRAME, 0, frames, final=True) == [(i, i + 1) for i in range(frames)]
+    streamed_ranges, decoded = [], 0  # one latent frame per chunk: the same passes, each as soon as complete
+    for received in range(1, frames + 1):
+        todo = loop.passes(loop.PAIRS, decoded, received, final=received == frames)
+        streamed_ranges += todo
+        decoded = todo[-1][1] if todo else decoded
+    assert streamed_ranges == stock
+
+
+def test_grouping_follows_the_hosts_vae_module(loop):
+    import types
+
+    assert loop.host_schedule(types.SimpleNamespace(count_conv3d=len)) == loop.ONE_FRAME
+    assert loop.host_schedule(types.SimpleNamespace(count_cache_layers=len)) == loop.PAIRS
+    with pytest.raises(RuntimeError, match="grouping is unknown"):
+        loop.host_schedule(types.SimpleNamespace())
+
+
+@pytest.mark.skipif(shutil.which("duplicates") is None, reason="the duplicates command is not installed here")
+def test_decode_loop_shares_no_block_with_the_hosts_vae(comfy_root, tmp_path):
+    """Written from the architecture, not transcribed: no run of 6+ lines alike with the host's wan/vae.py."""
+    ours = ("wan_causal_decode.py", "stream_decode.py")
+    for name in ours:
+        shutil.copy(Path(__file__).parent.parent / "nodes" / name, tmp_path / name)
+    shutil.copy(Path(comfy_root) / "comfy" / "ldm" / "wan" / "vae.py", tmp_path / "host_wan_vae.py")
+    report = subprocess.run(["duplicates", "--repo", str(tmp_path), "--most", "200"], capture_output=True,
+                            text=True, check=True).stdout
+    rows = [line for line in report.splitlines() if re.match(r"D\d+ ", line)]
+    assert "incomplete" not in report and any(r.count("host_wan_vae.py") == 2 for r in rows)  # it read the host
+    assert not [r for r in rows if "host_wan_vae.py" in r and any(n in r for n in ours)], report
 
 
 def test_pixel_frame_count_is_the_hosts(sdec, vae):
@@ -130,10 +222,15 @@ def previews(comfy_modules):
     args.preview_method = old
 
 
+def head_norm(vae):
+    """The decoder head's RMS norm: the stream calls it once per decoder pass (one latent frame on these hosts)."""
+    return vae.first_stage_model.decoder.head[0]
+
+
 def test_node_decodes_each_chunk_before_the_next_starts(pack, patcher, vae, previews):
     dm = patcher.model.diffusion_model
     hooks = [dm.patch_embedding.register_forward_pre_hook(lambda mod, a: previews.append(("forward",))),
-             vae.first_stage_model.decoder.register_forward_hook(lambda mod, a, o: previews.append(("decode",)))]
+             head_norm(vae).register_forward_hook(lambda mod, a, o: previews.append(("decode",)))]
     try:
         latent, images, cache = run_node(pack, patcher, vae)  # 13 frames = 4 latent frames: chunks of 3 + 1
     finally:
@@ -190,17 +287,24 @@ def test_image_output_without_vae_is_a_clear_error(pack, patcher):
     assert isinstance(images, ExecutionBlocker)
 
 
-def test_stop_during_decode_releases_everything_and_next_run_works(pack, patcher, vae, comfy_modules):
+def test_stop_during_decode_releases_everything_and_next_run_works(pack, sdec, patcher, vae, comfy_modules,
+                                                                  monkeypatch):
     mm = comfy_modules.model_management
-    cache_refs, calls = [], []
+    decoders, cache_refs, calls = [], [], []
 
-    def on_decode(mod, args, kwargs, out):
+    class Recorded(sdec.StreamingDecode):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            decoders.append(self)
+
+    def on_decode(mod, args, out):
         calls.append(1)
-        cache_refs.extend(weakref.ref(t) for t in kwargs["feat_cache"] if isinstance(t, torch.Tensor))
-        if len(calls) == 2:
-            mm.interrupt_current_processing(True)  # Stop pressed while chunk 0 is being decoded
+        if len(calls) == 2:  # Stop pressed while chunk 0 is being decoded
+            cache_refs.extend(weakref.ref(t) for t in decoders[-1].decoder.history.values())
+            mm.interrupt_current_processing(True)
 
-    hook = vae.first_stage_model.decoder.register_forward_hook(on_decode, with_kwargs=True)
+    monkeypatch.setattr(sdec, "StreamingDecode", Recorded)
+    hook = head_norm(vae).register_forward_hook(on_decode)
     try:
         with pytest.raises(mm.InterruptProcessingException) as stopped:
             run_node(pack, patcher, vae, preset="HiStream", frames=33)
@@ -208,8 +312,9 @@ def test_stop_during_decode_releases_everything_and_next_run_works(pack, patcher
         hook.remove()
         mm.interrupt_current_processing(False)
     assert len(calls) == 2  # stopped before the next latent frame
+    decoders.clear()
     gc.collect()
-    assert cache_refs and all(r() is None for r in cache_refs), "the VAE feature cache outlived the Stop"
+    assert cache_refs and all(r() is None for r in cache_refs), "the decode history outlived the Stop"
     assert stopped.value is not None
     latent, images, cache = run_node(pack, patcher, vae, preset="HiStream", frames=9)
     assert cache.live is None and torch.equal(images, stock_vae_decode(vae, latent["samples"]))
