@@ -65,7 +65,9 @@ def no_images():
 
 
 def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int]) -> int:
-    """The memory the host itself budgets for a Wan VAE decode of this size (its estimate has no time axis)."""
+    """The memory the host itself budgets for decoding one latent frame of this size. v0.3.64's Wan VAE estimate has
+    no time axis; since v0.8.0 it grows with the pixel frame count (capped at 8), so one latent frame (1 pixel frame)
+    is its smallest value: the stream decodes one latent frame (or a pair) per pass."""
     return int(vae.memory_used_decode((batch, vae.latent_channels, 1, *latent_hw), vae.vae_dtype))
 
 
@@ -145,8 +147,11 @@ class StreamingDecode:
 def load_with_vae(patcher, vae, extra_bytes: int, decode_bytes: int) -> None:
     """Load the diffusion model and the VAE together, as stock samplers load a model with its helpers: the host
     decides what stays on the GPU for the run's own memory plus its own estimate for a VAE decode."""
-    comfy.model_management.load_models_gpu([patcher, vae.patcher], memory_required=extra_bytes + decode_bytes,
+    # force_full_load goes to the VAE patcher alone, as stock VAE decode passes it (newer dynamic-VRAM model patchers
+    # assert on it); the joint call then keeps the loaded VAE and loads the model beside it
+    comfy.model_management.load_models_gpu([vae.patcher], memory_required=decode_bytes,
                                            force_full_load=vae.disable_offload)
+    comfy.model_management.load_models_gpu([patcher, vae.patcher], memory_required=extra_bytes + decode_bytes)
 
 
 def previews_enabled() -> bool:

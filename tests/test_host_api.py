@@ -26,7 +26,8 @@ def used_in_nodes() -> set[str]:
     used = set()
     for path in (ROOT / "nodes").glob("*.py"):
         src = path.read_text()
-        aliases = {alias: mod for mod, alias in re.findall(r"^import ([\w.]+) as (\w+)", src, re.MULTILINE)}
+        aliases = {alias: mod for mod, alias in re.findall(r"^import ((?:comfy|comfy_execution|folder_paths|"
+                                                            r"latent_preview)[\w.]*) as (\w+)", src, re.MULTILINE)}
         for mod, names in re.findall(r"^from ((?:comfy|comfy_execution|folder_paths|latent_preview)[\w.]*) "
                                      r"import ([\w, ]+)", src, re.MULTILINE):
             used |= {f"{mod}.{n.strip()}" for n in names.split(",")}

@@ -38,3 +38,19 @@ def test_the_real_host_loader_gets_what_it_accepts(compat, comfy_modules):
     names = set(inspect.signature(real).parameters)
     passed = compat.accepted_keywords(real, metadata={}, disable_dynamic=True)
     assert set(passed) == {"metadata", "disable_dynamic"} & names
+
+
+def test_force_full_load_reaches_only_the_vae_patcher(pack, comfy_modules, monkeypatch):
+    """Newer dynamic-VRAM model patchers assert on force_full_load: only the VAE's own load may carry it."""
+    import types
+
+    stream_decode = importlib.import_module(f"{pack.__name__}.nodes.stream_decode")
+    calls = []
+    monkeypatch.setattr(comfy_modules.model_management, "load_models_gpu",
+                        lambda models, **kw: calls.append((list(models), kw)))
+    model, vae_patcher = object(), object()
+    vae = types.SimpleNamespace(patcher=vae_patcher, disable_offload=True)
+    stream_decode.load_with_vae(model, vae, extra_bytes=100, decode_bytes=10)
+    assert [kw.get("force_full_load", False) for models, kw in calls if model in models] == [False]
+    assert any(models == [vae_patcher] and kw.get("force_full_load") for models, kw in calls)
+    assert any(model in models and kw["memory_required"] == 110 for models, kw in calls)  # run + decode budget
