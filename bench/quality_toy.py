@@ -112,21 +112,28 @@ SCORES = ("one_object", "shape", "area", "compact", "speed", "direction", "all",
 
 
 @torch.no_grad()
-def score_latents(latents: Path, ae, log=print) -> dict:
-    """mode -> per-pair score dicts (in pair order) of every saved batch, decoded by the toy autoencoder."""
+def score_latents(latents: Path, ae, pairs: int | None = None, log=print) -> dict:
+    """mode -> per-pair score dicts, in pair order, of the saved latents (a file <mode>_<first pair>.pt holds the
+    pairs from its first one on), decoded by the toy autoencoder; only the first `pairs` pairs when given, and for
+    each mode only its pairs 0..n-1 without a gap."""
     from histream_toy.metrics import video_scores
 
     out = {}
     for mode in MODES:
-        rows = []
+        rows = {}
         for path in sorted(latents.glob(f"{mode}_[0-9]*.pt")):
+            start = int(path.stem.rsplit("_", 1)[1])
             saved = torch.load(path)
             for b, prompt in enumerate(saved["prompts"]):
+                i = start + b
+                if i in rows or (pairs is not None and i >= pairs):
+                    continue
                 video = ae.decode(saved["latent"][b:b + 1])[0]
-                rows.append({"prompt": prompt, "seed": saved["seeds"][b], **video_scores(video, prompt)})
-        if rows:
-            out[mode] = rows
-            log(f"scored {mode}: {len(rows)} videos")
+                rows[i] = {"pair": i, "prompt": prompt, "seed": saved["seeds"][b], **video_scores(video, prompt)}
+        n = next((i for i in range(len(rows) + 1) if i not in rows), 0)
+        if n:
+            out[mode] = [rows[i] for i in range(n)]
+            log(f"scored {mode}: {n} videos")
     return out
 
 
@@ -219,7 +226,7 @@ def run(pairs: int = 200, frames: int = 129, anchor_pairs: int = 200, size: int 
     if generate:
         seconds = generate_all(latents, pairs, frames, anchor_pairs, size, batch, sampler, guidance, log)
     t1 = time.perf_counter()
-    scores = score_latents(latents, ae, log)
+    scores = score_latents(latents, ae, pairs, log)
     t2 = time.perf_counter()
     validation = validate_detectors(validate_specs, frames, size, ae) if validate_specs else {}
     model = load_toy_dit()

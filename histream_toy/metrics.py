@@ -49,24 +49,26 @@ def _unit(video: torch.Tensor) -> torch.Tensor:
 
 def background_rows(video: torch.Tensor) -> torch.Tensor:
     """[3, F, H, W] -> [3, F, H, 1]: per row, the median of its dark pixels (the object's excluded); rows with
-    fewer than 8 dark pixels (a stripe across the frame) take their frame's median dark colour."""
+    fewer than 8 dark pixels (a stripe across the frame) take the median of their frame's row values."""
     v = _unit(video)
     dark = (v.amax(dim=0, keepdim=True) < DARK).expand_as(v)
     masked = torch.where(dark, v, torch.nan)
     row = masked.nanmedian(dim=3, keepdim=True).values
-    frame = masked.flatten(2).nanmedian(dim=2).values.view(3, -1, 1, 1)
-    frame = torch.nan_to_num(frame, nan=0.15)
     few = dark[:1].sum(dim=3, keepdim=True) < 8
-    return torch.where(few | row.isnan(), frame, row)
+    row = torch.where(few, torch.nan, row)
+    frame = torch.nan_to_num(row.nanmedian(dim=2, keepdim=True).values, nan=0.15)
+    return torch.where(row.isnan(), frame, row)
 
 
-def color_mask(video: torch.Tensor, color: str) -> torch.Tensor:
-    """[3, F, H, W] -> bool [F, H, W]: pixels that are at least half `color` over the local background."""
-    v, bg = _unit(video), background_rows(video)
+def color_mask(video: torch.Tensor, color: str, bg: torch.Tensor | None = None) -> torch.Tensor:
+    """[3, F, H, W] -> bool [F, H, W]: pixels that are at least half `color` over the local background (`bg`:
+    background_rows(video), when the caller has it)."""
+    v = _unit(video)
+    bg = background_rows(video) if bg is None else bg
     c = torch.tensor(COLORS[color]).view(3, 1, 1, 1)
     d = c - bg
     alpha = ((v - bg) * d).sum(0) / d.pow(2).sum(0).clamp_min(1e-6)
-    rest = (v - bg - alpha.unsqueeze(0) * d).norm(dim=0)
+    rest = (v - bg - alpha.unsqueeze(0) * d).pow(2).sum(0).sqrt()
     return (alpha >= COVERAGE) & (rest <= OFF_COLOUR)
 
 
@@ -114,12 +116,12 @@ class FrameObjects:
         return self.box[:, 2:] - self.box[:, :2]
 
 
-def find_objects(video: torch.Tensor, color: str, shape: str) -> FrameObjects:
+def find_objects(video: torch.Tensor, color: str, shape: str, bg: torch.Tensor | None = None) -> FrameObjects:
     """The objects of `color` in each frame of [3, F, H, W]; `shape` (the prompted one) sets the smallest area that
     counts as an object (MIN_OBJECT of its expected area)."""
     import numpy as np
 
-    mask = color_mask(video, color)
+    mask = color_mask(video, color, bg)
     f, h, w = mask.shape
     side = min(h, w)
     lab = label_components(mask).numpy()
@@ -154,14 +156,39 @@ def find_objects(video: torch.Tensor, color: str, shape: str) -> FrameObjects:
 def swept_template(shape: str, h: int, w: int, axis: int) -> torch.Tensor:
     """bool [h, w]: `shape` filling an h×w box, swept along `axis` (0 = x) the way a moving object is smeared: a box
     longer along the motion than across is the shape of side `across` moved through `along - across` (the toy
-    autoencoder blends the 4 frames of a latent frame; equal sides: the plain shape as data.render draws it)."""
+    autoencoder blends the 4 frames of a latent frame; equal sides: the plain shape as data.render draws it).
+    Closed forms of the union over the sweep (`swept_template_reference` takes the union of copies)."""
+    import numpy as np
+
+    across, along = (h, w) if axis == 0 else (w, h)
+    delta = max(0, along - across)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    a, c = (xs, ys) if axis == 0 else (ys, xs)  # along / across coordinates, pixels
+    s = float(across)
+    if shape == "square":
+        inside = np.ones((h, w), dtype=bool)
+    elif shape == "circle":  # within s/2 of the centre segment: a stadium
+        r = s / 2
+        nearest = np.clip(a, r, r + delta)
+        inside = (a - nearest) ** 2 + (c - r) ** 2 <= r * r
+    elif axis == 0:  # upward triangle swept sideways: at height v its span grows by delta
+        v = ys / s
+        inside = (xs >= s * (1 - v) / 2) & (xs <= delta + s * (1 + v) / 2)
+    else:  # swept vertically: below the apex line of the first copy, above the last copy's base
+        half_width = np.abs(2 * xs / s - 1)
+        inside = (ys >= s * half_width) & (ys <= delta + s)
+    return torch.from_numpy(inside)
+
+
+def swept_template_reference(shape: str, h: int, w: int, axis: int) -> torch.Tensor:
+    """The union of copies of the shape at every quarter-pixel offset of the sweep (the slow reference)."""
     import numpy as np
 
     across, along = (h, w) if axis == 0 else (w, h)
     delta = max(0, along - across)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     inside_any = np.zeros((h, w), dtype=bool)
-    for off in np.linspace(0.0, delta, 2 + int(delta)):  # at most 1 px apart
+    for off in np.linspace(0.0, delta, 4 * delta + 1):
         ox, oy = (off, 0.0) if axis == 0 else (0.0, off)
         u, v = (xs - ox) / across, (ys - oy) / across  # in the copy's own unit box
         if shape == "circle":
@@ -174,7 +201,7 @@ def swept_template(shape: str, h: int, w: int, axis: int) -> torch.Tensor:
     return torch.from_numpy(inside_any)
 
 
-def shape_scores(crop, axis: int) -> dict:
+def shape_scores(crop, axis: int) -> tuple[dict, dict]:
     """IoU of an object's crop with each shape's swept template fitted to its box, over the box's two ends (half the
     across extent each): a sweep makes every shape a bar in the middle, the ends keep the round, flat or pointed
     outline (an unswept object's ends are the whole box)."""
@@ -183,11 +210,11 @@ def shape_scores(crop, axis: int) -> dict:
     across, along = (h, w) if axis == 0 else (w, h)
     pos = torch.arange(along).view(1, -1) if axis == 0 else torch.arange(along).view(-1, 1)
     ends = ((pos < across / 2) | (pos >= along - across / 2)).expand(h, w)
-    out = {}
+    out, templates = {}, {}
     for name in SHAPE_FILL:
-        t = swept_template(name, h, w, axis)
+        t = templates[name] = swept_template(name, h, w, axis)
         out[name] = (c & t & ends).sum().item() / max(1, ((c | t) & ends).sum().item())
-    return out
+    return out, templates
 
 
 def _spans(obj: FrameObjects, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +306,7 @@ def desmeared_area(obj: FrameObjects, axis: int) -> torch.Tensor:
     return obj.area * torch.where(along > across, across / along.clamp_min(1e-9), torch.ones_like(along))
 
 
-def frame_checks(video: torch.Tensor, prompt: str) -> tuple[dict, FrameObjects]:
+def frame_checks(video: torch.Tensor, prompt: str, bg: torch.Tensor | None = None) -> tuple[dict, FrameObjects]:
     """Per-frame bool tensors [F] for a video [3, F, H, W] against its prompt, and their conjunction "all".
 
     one_object: exactly one object of the prompted colour. shape: the prompted shape's swept template fits (IoU over
@@ -289,7 +316,7 @@ def frame_checks(video: torch.Tensor, prompt: str) -> tuple[dict, FrameObjects]:
     motion_checks."""
     want = parse_prompt(prompt)
     shape, axis = want["shape"], 0 if want["direction"] in ("left", "right") else 1
-    obj = find_objects(video, want["color"], shape)
+    obj = find_objects(video, want["color"], shape, bg)
     n = obj.count.shape[0]
     speed_ok, dir_ok = motion_checks(obj, want["direction"], want["speed"])
     fill_true = SHAPE_FILL[shape]
@@ -301,11 +328,11 @@ def frame_checks(video: torch.Tensor, prompt: str) -> tuple[dict, FrameObjects]:
     for i, crop in enumerate(obj.crops):
         if crop is None:
             continue
-        scores = shape_scores(crop, axis)
+        scores, templates = shape_scores(crop, axis)
         shape_ok[i] = scores[shape] >= max(SHAPE_MIN_IOU, max(scores.values()) - SHAPE_MARGIN)
         w_, h_ = obj.wh[i].tolist()
         along, across = (w_, h_) if axis == 0 else (h_, w_)
-        template = swept_template(shape, *crop.shape, axis)
+        template = templates[shape]
         fill_ok = abs(crop.mean() - template.float().mean().item()) <= FILL_TOLERANCE
         compact[i] = bool(fill_ok) and ASPECT_MIN * across <= along <= across + smear + 2 / side
     checks = {
@@ -320,9 +347,9 @@ def frame_checks(video: torch.Tensor, prompt: str) -> tuple[dict, FrameObjects]:
     return checks, obj
 
 
-def background_look(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def background_look(video: torch.Tensor, bg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame: mean background colour [F, 3] and its gradient (bottom third minus top third) [F, 3]."""
-    bg = background_rows(video)[..., 0]  # [3, F, H]
+    bg = (background_rows(video) if bg is None else bg)[..., 0]  # [3, F, H]
     h = bg.shape[2]
     third = max(1, h // 3)
     tint = bg.mean(dim=2).T
@@ -330,11 +357,12 @@ def background_look(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tint, grad
 
 
-def identity_checks(video: torch.Tensor, obj: FrameObjects, axis: int, tail: int = TAIL) -> dict:
+def identity_checks(video: torch.Tensor, obj: FrameObjects, axis: int, tail: int = TAIL,
+                    bg: torch.Tensor | None = None) -> dict:
     """Unprompted look of frame 0 kept in each of the last `tail` frames: the object's size (area within
     ±IDENTITY_SIZE), the background tint and its gradient (within IDENTITY_TINT); "all" = the three at once.
     Fractions of the tail frames (a frame 0 without an object fails size)."""
-    tint, grad = background_look(video)
+    tint, grad = background_look(video, bg)
     t = slice(max(1, video.shape[1] - tail), None)
     area = desmeared_area(obj, axis)
     size = ((area[t] / area[0]) - 1).abs() <= IDENTITY_SIZE
@@ -349,13 +377,14 @@ def video_scores(video: torch.Tensor, prompt: str, tail: int = TAIL) -> dict:
     """One video's yardstick numbers: the share of frames passing each check (whole video and its last `tail`),
     the video-level initial direction and speed class, and identity kept (see identity_checks)."""
     want = parse_prompt(prompt)
-    checks, obj = frame_checks(video, prompt)
+    bg = background_rows(video)
+    checks, obj = frame_checks(video, prompt, bg)
     out = {k: v.float().mean().item() for k, v in checks.items()}
     out["all_tail"] = checks["all"][-tail:].float().mean().item()
     out["initial_direction"] = float(initial_direction(obj) == want["direction"])
     out["speed_class"] = float(speed_class(obj, want["direction"]) == want["speed"])
     axis = 0 if want["direction"] in ("left", "right") else 1
-    out.update({f"identity_{k}": v for k, v in identity_checks(video, obj, axis, tail).items()})
+    out.update({f"identity_{k}": v for k, v in identity_checks(video, obj, axis, tail, bg).items()})
     return out
 
 

@@ -16,9 +16,10 @@ STRIP_PROMPTS = ("red circle moving right, fast",  # the README's demo command
 STRIP_PRESETS = ("histream", "self_forcing")
 
 
-def strip_image(videos, every: int = 8, gap: int = 2):
+def strip_image(videos, every: int = 8, gap: int = 2, scale: float = 0.75, colors: int = 32):
     """Videos [3, F, H, W] in [-1, 1] -> one PIL image: a row per video, frames 0, every, 2·every, ... side by side
-    with `gap` px of grey between them (palette PNG-sized: 64 colours)."""
+    with `gap` px of black between them, shrunk by `scale` and cut to a `colors` palette (the generated noise
+    texture makes full-colour strips ~130 kB each; these are ~65 kB)."""
     from PIL import Image
 
     rows = []
@@ -29,7 +30,15 @@ def strip_image(videos, every: int = 8, gap: int = 2):
     hsep = torch.full((3, gap, rows[0].shape[2]), 0.0)
     img = torch.cat([t for r in rows for t in (r, hsep)][:-1], dim=1)
     arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr).quantize(colors=64, dither=Image.Dither.NONE)
+    return shrink(Image.fromarray(arr), scale, colors)
+
+
+def shrink(img, scale: float = 0.75, colors: int = 32):
+    from PIL import Image
+
+    img = img.convert("RGB")
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+    return img.quantize(colors=colors, dither=Image.Dither.NONE)
 
 
 def strip_name(prompt: str) -> str:
