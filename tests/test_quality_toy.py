@@ -16,6 +16,8 @@ from histream_toy.metrics import (
     control_video,
     label_components,
     label_components_reference,
+    swept_template,
+    swept_template_reference,
     video_scores,
 )
 from histream_toy.sampling import generate_latent, load_toy_dit
@@ -98,6 +100,14 @@ def test_fast_labelling_matches_reference():
     # no component crosses frames
     frame = torch.arange(3).view(3, 1, 1).expand_as(fast)[mask]
     assert torch.stack([fast[mask], frame], 1).unique(dim=0).shape[0] == fast[mask].unique().numel()
+
+
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
+def test_swept_templates_match_reference(shape):
+    for axis in (0, 1):
+        for across, along in ((20, 20), (37, 37), (20, 60), (37, 100), (25, 31)):
+            h, w = (across, along) if axis == 0 else (along, across)
+            assert torch.equal(swept_template(shape, h, w, axis), swept_template_reference(shape, h, w, axis))
 
 
 def test_batched_generation_equals_single_runs():
