@@ -119,6 +119,9 @@ class KVCache:
         return 2 * n * torch.empty((), dtype=read_dtype).element_size()
 
     def allocate(self) -> KVCache:
+        if self.fp8 and torch.device(self.device or "cpu").type == "mps":
+            raise ValueError(f"{self.name}: the fp8 KV cache needs float8 tensors, which Apple's mps device does "
+                             f"not have: set cache_dtype to default on the Anchor Cache Chunker")
         if self.k is None:
             self.k = torch.empty(self.shape, device=self.device, dtype=self.dtype)
             self.v = torch.empty(self.shape, device=self.device, dtype=self.dtype)
