@@ -81,6 +81,9 @@ CACHE_UPDATES = ("clean_pass", "last_step")
 # how x0 goes to the next σ: "renoise" = fresh noise (Self-Forcing's few-step sampler, for distilled weights);
 # "euler" = reuse the predicted noise (the deterministic flow/DDIM step, for models trained by flow matching only)
 SAMPLERS = ("renoise", "euler")
+# KV cache storage: "default" = the model's compute dtype (bf16/fp16; the reference); "fp8_e4m3fn" = e4m3 with a
+# float32 scale per token and head (histream_core/kv_quant.py), about half the memory
+CACHE_DTYPES = ("default", "fp8_e4m3fn")
 
 
 def _nearest_valid(value: int, ok, limit: int = 4096) -> tuple[int, int]:
@@ -114,6 +117,7 @@ class HiStreamConfig:
     sampler: str = "renoise"  # see SAMPLERS
     # classifier-free guidance: v = v_neg + g (v_pos - v_neg); 1 = off (Self-Forcing's distilled weights need 1)
     guidance_scale: float = 1.0
+    cache_dtype: str = "default"  # see CACHE_DTYPES
 
     def __post_init__(self):
         self.validate()
@@ -203,7 +207,7 @@ class HiStreamConfig:
             raise ConfigError(f"window_chunks must be >= 0 (or None for unbounded), got {self.window_chunks}")
         for name, allowed in (("upsample_method", UPSAMPLE_METHODS), ("downsample_method", DOWNSAMPLE_METHODS),
                               ("position_mode", POSITION_MODES), ("cache_update", CACHE_UPDATES),
-                              ("sampler", SAMPLERS)):
+                              ("sampler", SAMPLERS), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; choose one of {list(allowed)}")
         if not (isinstance(self.guidance_scale, (int, float)) and math.isfinite(self.guidance_scale)

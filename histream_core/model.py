@@ -231,4 +231,5 @@ class CausalWanModel(nn.Module):
                        grid_hw=grid_hw, anchor_frames=anchor_frames, window_chunks=window_chunks,
                        chunk_frames=chunk_frames, total_frames=total_frames, rope=rope or self.rope,
                        position_mode=position_mode, device=device or self.device,
-                       dtype=dtype or self.compute_dtype, name=name, rotate_on_read=rotate_on_read)
+                       dtype=dtype or self.compute_dtype, name=name, rotate_on_read=rotate_on_read,
+                       read_dtype=self.compute_dtype)

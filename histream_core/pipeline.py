@@ -19,6 +19,7 @@ import torch
 from .cache import KVCache, TextCache
 from .config import HiStreamConfig
 from .guidance import guided_velocity, paired_context
+from .kv_quant import FP8
 from .model import CausalWanModel
 from .noise import NoiseSource
 from .prompt_schedule import PromptSchedule
@@ -60,7 +61,7 @@ class HiStreamPipeline:
         finished chunks are moved to `output_device` as they complete, so nothing grows on the GPU."""
         self.model, self.config = model, config
         self.device = torch.device(device) if device is not None else model.device
-        self.cache_dtype = cache_dtype or model.compute_dtype
+        self.cache_dtype = cache_dtype or (FP8 if config.cache_dtype == "fp8_e4m3fn" else model.compute_dtype)
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
         self.low_cache: KVCache | None = None
         self.high_cache: KVCache | None = None

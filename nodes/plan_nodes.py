@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..histream_core.config import POSITION_MODES, SAMPLERS
+from ..histream_core.config import CACHE_DTYPES, POSITION_MODES, SAMPLERS
 from ..histream_core.schedule import ScheduleError, build_step_plan
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
@@ -40,6 +40,11 @@ class AnchorCacheChunker:
             "position_mode": (list(POSITION_MODES), {
                 "tooltip": "cache_relative: cached keys are rotated by their place in the cache (any length). "
                            "absolute: Self-Forcing's absolute frame positions (≤ 1024 latent frames)."}),
+        }, "optional": {
+            "cache_dtype": (list(CACHE_DTYPES), {"default": "default", "tooltip": (
+                "KV cache storage. default: the model's compute dtype (bf16/fp16), the reference. fp8_e4m3fn: "
+                "e4m3 with a scale per token and head, about half the cache memory (the largest item at 1080p), "
+                "with a small error in the generated latent (see bench/RESULTS.md).")}),
         }}
 
     RETURN_TYPES = (CACHE_TYPE, "LATENT")
@@ -62,9 +67,10 @@ class AnchorCacheChunker:
             return f"frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): use {lo} or {lo + 4}"
         return True
 
-    def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode):
+    def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode,
+             cache_dtype="default"):
         plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
-                         position_mode)
+                         position_mode, cache_dtype)
         # an empty video latent: only its shape is used, so a broadcast zero (no memory for long videos)
         latent = torch.zeros(()).expand(batch_size, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
         return (plan, {"samples": latent})

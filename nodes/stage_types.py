@@ -28,12 +28,13 @@ class CachePlan:
     anchor_frames: int
     window_chunks: int
     position_mode: str
+    cache_dtype: str = "default"  # histream_core.config.CACHE_DTYPES
     live: Any = field(default=None, repr=False, compare=False)  # the running pipeline (buffers), else None
 
     def core_kwargs(self) -> dict:
         return dict(width=self.width, height=self.height, num_frames=self.num_frames, batch_size=self.batch_size,
                     chunk_frames=self.chunk_frames, anchor_frames=self.anchor_frames,
-                    window_chunks=self.window_chunks, position_mode=self.position_mode)
+                    window_chunks=self.window_chunks, position_mode=self.position_mode, cache_dtype=self.cache_dtype)
 
 
 @dataclass(frozen=True)
