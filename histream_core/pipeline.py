@@ -18,32 +18,17 @@ import torch
 
 from .cache import KVCache, TextCache
 from .config import HiStreamConfig
-from .guidance import guided_velocity, paired_context
+from .guidance import paired_context
 from .model import CausalWanModel
 from .noise import NoiseSource
 from .prompt_schedule import PromptSchedule
 from .recache import WindowLatents, switch_prompt
 from .resample import resize_latent
 from .rope import Rope3D
+from .step import StepInfo, predict_x0
 from .vace import VaceControl, VaceInput, vace_text_cache
 
 log = logging.getLogger("histream")
-
-
-@dataclass
-class StepInfo:
-    """What the per-step callback sees. kind: "denoise" (counts toward progress), "cache" (a t=0 write) or
-    "recache" (a window entry re-encoded at a prompt switch)."""
-
-    kind: str
-    chunk: int
-    step: int  # index within the chunk's schedule (-1 for cache writes)
-    global_step: int  # denoising steps done so far, this one included
-    total_steps: int
-    stage: str  # "low" | "high"
-    sigma: float
-    x: torch.Tensor  # the model input at this step
-    x0: torch.Tensor | None  # the predicted clean latent (None for cache writes)
 
 
 @dataclass
@@ -208,13 +193,8 @@ class HiStreamPipeline:
             vcache.commit()
 
     def _predict(self, x, sigma, text, cache, start) -> torch.Tensor:
-        guided = self.config.guided
-        rows = torch.cat([x, x]) if guided else x  # guidance: the same latents under both prompts
-        t = torch.full((rows.shape[0],), 1000.0 * sigma, device=self.device)
         vace = self._vace_input(cache, start, x.shape[2])
-        v = self.model.forward_chunk(rows.to(self.device, self.model.compute_dtype), t, text, cache, start, vace)
-        v = guided_velocity(v.float(), self.config.guidance_scale) if guided else v.float()
-        return x - sigma * v
+        return predict_x0(self.model, x, sigma, text, cache, start, self.device, self.config.guidance_scale, vace)
 
     def _draw(self, noise, frames, low: bool) -> torch.Tensor:
         h, w = self.config.low_latent_size if low else self.config.latent_size

@@ -18,6 +18,7 @@ from collections import deque
 import torch
 
 from .cache import TextCache
+from .step import StepInfo, predict_x0
 
 log = logging.getLogger("histream")
 
@@ -43,8 +44,6 @@ class WindowLatents:
 
 def switch_prompt(pipeline, k: int, context: torch.Tensor, callback=None) -> TextCache:
     """Before chunk k: the new prompt's text cache, with both caches' windows re-encoded under it."""
-    from .pipeline import StepInfo  # the pipeline imports this module
-
     text = pipeline.model.text_cache(context.to(pipeline.device))
     rewritten = []
     for cache, low in ((pipeline.low_cache, True), (pipeline.high_cache, False)):
@@ -53,7 +52,8 @@ def switch_prompt(pipeline, k: int, context: torch.Tensor, callback=None) -> Tex
         for start, frames in cache.rewrite_window():
             rewritten.append(frames)
             clean = pipeline.window_latents.frames(low, start, frames)
-            pipeline._predict(clean, 0.0, text, cache, start)
+            # no VACE here: the pipeline refuses prompt switches together with VACE control
+            predict_x0(pipeline.model, clean, 0.0, text, cache, start, pipeline.device, pipeline.config.guidance_scale)
             if callback:
                 callback(StepInfo("recache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
     log.info("HiStream: new prompt from chunk %d; window re-encoded (%d latent frames over %d caches)", k,
