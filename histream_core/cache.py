@@ -44,8 +44,9 @@ class KVCache:
     def __init__(self, *, num_layers: int, batch: int, heads: int, head_dim: int, grid_hw: tuple[int, int],
                  anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int,
                  rope: Rope3D, position_mode: str = "cache_relative", device=None, dtype=torch.float32,
-                 name: str = "cache", rotate_on_read: bool = False):
+                 name: str = "cache", rotate_on_read: bool = False, attention_backend: str | None = None):
         self.name = name
+        self.attention_backend = attention_backend  # None: the process default (attention.py)
         self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
         self.grid_hw = grid_hw
         self.tokens_per_frame = grid_hw[0] * grid_hw[1]
@@ -195,11 +196,12 @@ class KVCache:
         if not self.rotate_on_read:
             self.k[layer, :, start:end] = apply_rope(k, q_cos, q_sin)
             self.v[layer, :, start:end] = v
-            return attention(q, self.k[layer, :, :end], self.v[layer, :, :end])
+            return attention(q, self.k[layer, :, :end], self.v[layer, :, :end], backend=self.attention_backend)
         self.k[layer, :, start:end] = k
         self.v[layer, :, start:end] = v
         k_cos, k_sin = self.rope.angles(range(end // self.tokens_per_frame), h, w, q.device)
-        return attention(q, apply_rope(self.k[layer, :, :end], k_cos, k_sin), self.v[layer, :, :end])
+        return attention(q, apply_rope(self.k[layer, :, :end], k_cos, k_sin), self.v[layer, :, :end],
+                         backend=self.attention_backend)
 
 
 class TextCache:
