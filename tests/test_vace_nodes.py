@@ -79,7 +79,7 @@ def host(comfy_modules, tmp_path_factory):
 
 
 def glue(pack):
-    return importlib.import_module(pack.__name__ + ".nodes.control")
+    return importlib.import_module(pack.__name__ + ".nodes.conditioning")
 
 
 def load(pack, vace_file):
