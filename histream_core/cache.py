@@ -1,4 +1,5 @@
-"""Anchor + sliding-window self-attention KV cache for one resolution (DESIGN §3 step 5, paper §3.3).
+"""Anchor + sliding-window self-attention KV cache for one resolution (paper §3.3): the anchor (by default the
+first chunk) is kept forever, besides it the last `window_chunks` chunks; the oldest window chunk is evicted.
 
 Buffer layout per layer, in frames: [anchor (A) | window entries, oldest → newest | current chunk]. The committed
 part is always a contiguous prefix, so attention reads a view (no concatenation). Buffers are allocated once at

@@ -1,4 +1,4 @@
-"""The HiStream chunk loop (DESIGN §3): per chunk, low-res steps against the low-res cache → latent upsample →
+"""The HiStream chunk loop (paper §3): per chunk, low-res steps against the low-res cache → latent upsample →
 re-noise → high-res steps against the high-res cache → t=0 passes writing both caches → window eviction.
 
 Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised to the next σ:
@@ -6,6 +6,9 @@ x = (1-σ')·x0 + σ'·ε with fresh noise ε (sampler "renoise", Self-Forcing's
 noise ε̂ = (x - (1-σ)·x0)/σ (sampler "euler": x' = x + (σ'-σ)·v, the deterministic flow ODE step). The DRC
 hand-over changes the latent size, so it always draws fresh noise at full resolution. With classifier-free
 guidance (guidance_scale != 1) every forward runs the positive and negative rows together (guidance.py).
+
+Exactness anchors (tests/test_pipeline.py): with no low-res steps and a window covering the video the loop is plain
+Self-Forcing inference, and chunked cached inference equals one block-causal masked forward of the whole sequence.
 """
 
 from __future__ import annotations
