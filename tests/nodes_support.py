@@ -121,3 +121,26 @@ def core_reference(sd: dict, latent_format, *, preset="HiStream", width=64, heig
     ctx = fake_wan_text(cond_seed, tokens, cond_batch)
     x = HiStreamPipeline(model, cfg).generate(ctx, seed=seed)
     return latent_format.process_out(x)
+
+
+def chunker_and_steps(pack, *, size: int = 64, frames: int = 9, preset: str = "HiStream", counts=(4, 2, 2, 1)):
+    """AnchorCacheChunker (batch 1, chunks of 3, anchor 3, window 1) and SparseStepSampler, called in process."""
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent = m["AnchorCacheChunker"]().plan(
+        width=size, height=size, frames=frames, batch_size=1, chunk_frames=3, anchor_frames=3, window_chunks=1,
+        position_mode="cache_relative")
+    (steps,) = m["SparseStepSampler"]().build(
+        preset=preset, shift=5.0, first_chunk_steps=counts[0], first_chunk_low_steps=counts[1],
+        later_chunk_steps=counts[2], later_chunk_low_steps=counts[3])
+    return cache, latent, steps
+
+
+def run_pack_nodes(pack, patcher, positive, *, size: int = 64, frames: int = 9, preset: str = "HiStream",
+                   counts=(4, 2, 2, 1), seed: int = 7, negative=None, cfg: float = 1.0) -> dict:
+    """The four stage nodes called in process, by name, as a graph wires them; returns the LATENT."""
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent, steps = chunker_and_steps(pack, size=size, frames=frames, preset=preset, counts=counts)
+    (low,) = m["LowResDenoise"]().stage(model=patcher, positive=positive, cache=cache, steps=steps, latent=latent,
+                                        seed=seed, low_res_scale=0.5, negative=negative, cfg=cfg)
+    return m["CachedUpsampleRefine"]().run(low_res=low, upsample_method="bilinear", downsample_method="area",
+                                           rope_ntk_scale=1.0, cache_update="clean_pass")[0]
