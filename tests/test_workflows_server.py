@@ -6,24 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nodes_support
 import pytest
 import torch
-from nodes_support import (
-    PRESET_COUNTS,
-    TINY,
-    saved_latent,
-    tiny_state_dict,
-    write_comfy_safetensors,
-    write_lora,
-    write_self_forcing_pt,
-)
+from nodes_support import saved_latent, tiny_state_dict, write_comfy_safetensors, write_lora, write_self_forcing_pt
 from safetensors.torch import load_file, save_file
 from vace_helpers import tiny_vace_tensors, write_control_video
 from workflow_convert import ui_to_api
-
-from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline
-from histream_core.schedule import build_step_plan
-from histream_core.vace import VaceControl
 
 pytestmark = pytest.mark.comfy
 WORKFLOWS = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.json"))
@@ -139,8 +128,8 @@ def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_
     for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
         del api[nid]
     with_control = saved_latent(server, server.run(api, timeout=600), "90")
-    want = core_vace_run(api, ids, load_file(str(server.output_dir / "vace_conditioning.safetensors")),
-                         comfy_modules.latent_formats.Wan21())
+    saved = load_file(str(server.output_dir / "vace_conditioning.safetensors"))
+    want = nodes_support.core_vace_run(api, ids, saved, comfy_modules.latent_formats.Wan21())
     assert torch.allclose(with_control, want, atol=1e-5, rtol=1e-5), (with_control - want).abs().max()
     low = api[ids["LowResDenoise"]]["inputs"]
     assert low["positive"][0] == ids["WanVaceToVideo"]
@@ -150,26 +139,3 @@ def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_
     without = saved_latent(server, server.run(api, timeout=600), "90")
     assert with_control.shape == without.shape == (1, 16, 3, 8, 8)
     assert (with_control - without).norm() > 1e-2 * without.norm()
-
-
-def core_vace_run(api: dict, ids: dict, saved: dict, latent_format) -> torch.Tensor:
-    """The graph's settings and saved conditioning through histream_core directly, on the server's weights."""
-    chunker, steps = api[ids["AnchorCacheChunker"]]["inputs"], api[ids["SparseStepSampler"]]["inputs"]
-    low, refine = api[ids["LowResDenoise"]]["inputs"], api[ids["CachedUpsampleRefine"]]["inputs"]
-    counts = PRESET_COUNTS.get(steps["preset"]) or tuple(steps[k] for k in (
-        "first_chunk_steps", "first_chunk_low_steps", "later_chunk_steps", "later_chunk_low_steps"))
-    cfg = HiStreamConfig(width=chunker["width"], height=chunker["height"], num_frames=chunker["frames"],
-                         batch_size=chunker["batch_size"], chunk_frames=chunker["chunk_frames"],
-                         anchor_frames=chunker["anchor_frames"], window_chunks=chunker["window_chunks"],
-                         position_mode=chunker["position_mode"], low_res_scale=low["low_res_scale"],
-                         steps=build_step_plan(*counts, shift=steps["shift"]), sampler=steps["sampler"],
-                         upsample_method=refine["upsample_method"], downsample_method=refine["downsample_method"],
-                         rope_ntk_scale=refine["rope_ntk_scale"], cache_update=refine["cache_update"])
-    # the host's own mapping of WanVaceToVideo's raw latents: process_in per 16-channel group
-    raw = saved["vace_frames.0"].float()
-    frames = torch.cat([latent_format.process_in(raw[:, i:i + 16]) for i in range(0, raw.shape[1], 16)], dim=1)
-    control = VaceControl([frames], [saved["vace_mask.0"].float()], saved["vace_strength"].tolist())
-    model = CausalWanModel(TINY, vace_layers=2)
-    model.load_state_dict({**tiny_state_dict(seed=0), **tiny_vace_tensors()})
-    x = HiStreamPipeline(model.eval(), cfg).generate(saved["cond"], seed=low["seed"], control=control)
-    return latent_format.process_out(x)
