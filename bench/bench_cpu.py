@@ -36,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, NoiseSource, StepInfo, WanConfig
+from histream_core.config import pixel_frames_of
 
 aten = torch.ops.aten
 
@@ -56,10 +57,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def pixel_frames(latent_frames: int) -> int:
-    return 1 + 4 * (latent_frames - 1)
 
 
 # ---- FLOP counting ---------------------------------------------------------------------------------------------
@@ -128,7 +125,7 @@ def video(preset: str, latent_frames: int, window: int | None, width: int = WIDT
           **kw) -> HiStreamConfig:
     if preset == "self_forcing":
         window = None  # Self-Forcing keeps every finished chunk
-    return HiStreamConfig.preset(preset, width=width, height=height, num_frames=pixel_frames(latent_frames),
+    return HiStreamConfig.preset(preset, width=width, height=height, num_frames=pixel_frames_of(latent_frames),
                                  window_chunks=window, chunk_frames=CHUNK, **kw)
 
 

@@ -5,9 +5,10 @@ from .cache import KVCache, TextCache
 from .config import ConfigError, HiStreamConfig, WanConfig
 from .model import CausalWanModel
 from .noise import NoiseSource
-from .pipeline import ChunkResult, HiStreamPipeline, StepInfo
+from .pipeline import ChunkResult, HiStreamPipeline
 from .prompt_schedule import PromptSchedule, PromptScheduleError
 from .schedule import ChunkSchedule, ScheduleError, StepPlan
+from .step import StepInfo
 
 __all__ = [
     "CausalWanModel", "ChunkResult", "ChunkSchedule", "ConfigError", "HiStreamConfig", "HiStreamPipeline",

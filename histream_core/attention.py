@@ -1,7 +1,9 @@
 """Attention backends: sageattention (lazy, optional, CUDA fp16/bf16 only) with a torch SDPA fallback.
 
-Choose with `set_backend()` or the env var HISTREAM_ATTENTION = auto | sdpa | sageattention. Masked attention
-(the reference block-causal forward) always uses SDPA. All tensors are [B, S, heads, head_dim].
+The backend is carried by the caller: `CausalWanModel(attention_backend=...)` passes it to every attention call of
+its forward and of its KV caches. Where that is None, the process default applies: `set_backend()` if set, else the
+env var HISTREAM_ATTENTION = auto | sdpa | sageattention (default auto). Masked attention (the reference
+block-causal forward) always uses SDPA. All tensors are [B, S, heads, head_dim].
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ BACKENDS = ("auto", "sdpa", "sageattention")
 _state = {"backend": None, "sage": None, "sage_failed": False, "warned": False}
 
 
-def set_backend(name: str | None) -> None:
+def check_backend(name: str | None) -> str | None:
     if name is not None and name not in BACKENDS:
         raise ValueError(f"attention backend {name!r} is unknown; choose one of {list(BACKENDS)}")
-    _state["backend"] = name
+    return name
 
 
-def current_backend() -> str:
-    name = _state["backend"] or os.environ.get("HISTREAM_ATTENTION", "auto")
+def set_backend(name: str | None) -> None:
+    """The process default for callers that carry no backend (None: back to HISTREAM_ATTENTION)."""
+    _state["backend"] = check_backend(name)
+
+
+def current_backend(carried: str | None = None) -> str:
+    """The backend a call uses: the one it carries, else the process default."""
+    name = carried or _state["backend"] or os.environ.get("HISTREAM_ATTENTION", "auto")
     if name not in BACKENDS:
         raise ValueError(f"HISTREAM_ATTENTION={name!r} is unknown; choose one of {list(BACKENDS)}")
     return name
@@ -47,8 +55,8 @@ def sage_available() -> bool:
     return torch.cuda.is_available() and _load_sage() is not None
 
 
-def _use_sage(q: torch.Tensor, mask) -> bool:
-    backend = current_backend()
+def _use_sage(q: torch.Tensor, mask, backend: str | None = None) -> bool:
+    backend = current_backend(backend)
     if backend == "sdpa" or mask is not None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         return False
     if _load_sage() is None:
@@ -64,9 +72,10 @@ def sdpa(q, k, v, mask=None):
     return out.transpose(1, 2)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q·kᵀ/√d)·v; `mask` is a boolean [Sq, Sk] (True = attend)."""
-    if _use_sage(q, mask):
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              backend: str | None = None) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v; `mask` is a boolean [Sq, Sk] (True = attend); `backend` None = the process default."""
+    if _use_sage(q, mask, backend):
         try:
             # sageattention smooths k in place (k -= mean): hand it a copy, k is often a view of the KV cache
             return _state["sage"](q, k.clone(), v, tensor_layout="NHD", is_causal=False)

@@ -1,4 +1,5 @@
-"""Anchor + sliding-window self-attention KV cache for one resolution (DESIGN §3 step 5, paper §3.3).
+"""Anchor + sliding-window self-attention KV cache for one resolution (paper §3.3): the anchor (by default the
+first chunk) is kept forever, besides it the last `window_chunks` chunks; the oldest window chunk is evicted.
 
 Buffer layout per layer, in frames: [anchor (A) | window entries, oldest → newest | current chunk]. The committed
 part is always a contiguous prefix, so attention reads a view (no concatenation). Buffers are allocated once at
@@ -55,8 +56,9 @@ class KVCache:
                  anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int,
                  rope: Rope3D, position_mode: str = "cache_relative", device=None, dtype=torch.float32,
                  name: str = "cache", rotate_on_read: bool = False, requantize_on_evict: bool = False,
-                 read_dtype: torch.dtype = torch.float32):
+                 read_dtype: torch.dtype = torch.float32, attention_backend: str | None = None):
         self.name = name
+        self.attention_backend = attention_backend  # None: the process default (attention.py)
         self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
         self.grid_hw = grid_hw
         self.tokens_per_frame = grid_hw[0] * grid_hw[1]
@@ -251,11 +253,12 @@ class KVCache:
         if not self.rotate_on_read:
             self.k[layer, :, start:end] = apply_rope(k, q_cos, q_sin)
             self.v[layer, :, start:end] = v
-            return attention(q, self.k[layer, :, :end], self.v[layer, :, :end])
+            return attention(q, self.k[layer, :, :end], self.v[layer, :, :end], backend=self.attention_backend)
         self.k[layer, :, start:end] = k
         self.v[layer, :, start:end] = v
         k_cos, k_sin = self.rope.angles(range(end // self.tokens_per_frame), h, w, q.device)
-        return attention(q, apply_rope(self.k[layer, :, :end], k_cos, k_sin), self.v[layer, :, :end])
+        return attention(q, apply_rope(self.k[layer, :, :end], k_cos, k_sin), self.v[layer, :, :end],
+                         backend=self.attention_backend)
 
     # ---- fp8 storage -----------------------------------------------------------------------------------------
     def _pieces(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
@@ -288,7 +291,7 @@ class KVCache:
                 rv[:, lo:hi] = kv_quant.dequantize(self.v[layer, :, lo:hi], self.v_scale[layer, :, lo:hi], rv.dtype)
         rk[:, start:end] = k_rot  # the current chunk attends its own K/V unrounded
         rv[:, start:end] = v
-        return attention(q, rk[:, :end], rv[:, :end])
+        return attention(q, rk[:, :end], rv[:, :end], backend=self.attention_backend)
 
 
 class TextCache:

@@ -9,12 +9,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .schedule import ChunkSchedule, StepPlan, self_forcing_sigmas
+from .schedule import STEP_PRESETS, StepPlan
 
 VAE_STRIDE_T = 4  # pixel frames per latent frame (after the first)
 VAE_STRIDE_S = 8  # pixels per latent cell
 ROPE_TABLE_FRAMES = 1024  # Self-Forcing's absolute RoPE table length (latent frames)
 TRAINING_SIZE = (832, 480)  # width, height the public Self-Forcing weights were trained at
+
+
+def latent_frames_of(pixel_frames: int) -> int:
+    """Latent frames of a 1 + 4k pixel-frame video (Wan's VAE: the first frame alone, then 4 per latent frame)."""
+    return 1 + (pixel_frames - 1) // VAE_STRIDE_T
+
+
+def pixel_frames_of(latent_frames: int) -> int:
+    """Pixel frames decoded from `latent_frames` latent frames (0 from none)."""
+    return 1 + VAE_STRIDE_T * (latent_frames - 1) if latent_frames > 0 else 0
 
 
 class ConfigError(ValueError):
@@ -108,7 +118,7 @@ class HiStreamConfig:
     anchor_frames: int | None = None  # latent frames kept forever; None = the first chunk
     window_chunks: int | None = 1  # most recent chunks kept besides the anchor; None = unbounded
     low_res_scale: float = 0.5
-    steps: StepPlan = field(default_factory=lambda: StepPlan.histream())
+    steps: StepPlan = field(default_factory=lambda: StepPlan.preset("histream"))
     upsample_method: str = "bilinear"
     downsample_method: str = "area"
     position_mode: str = "cache_relative"
@@ -125,7 +135,7 @@ class HiStreamConfig:
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property
     def latent_frames(self) -> int:
-        return 1 + (self.num_frames - 1) // VAE_STRIDE_T
+        return latent_frames_of(self.num_frames)
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -217,7 +227,7 @@ class HiStreamConfig:
             raise ConfigError(f"rope_ntk_scale must be >= 1 (1 = off), got {self.rope_ntk_scale}")
         if self.position_mode == "absolute" and self.latent_frames > ROPE_TABLE_FRAMES:
             raise ConfigError(f"position_mode 'absolute' covers {ROPE_TABLE_FRAMES} latent frames "
-                              f"({1 + 4 * (ROPE_TABLE_FRAMES - 1)} pixel frames); this video has "
+                              f"({pixel_frames_of(ROPE_TABLE_FRAMES)} pixel frames); this video has "
                               f"{self.latent_frames}: use position_mode 'cache_relative' for longer videos")
 
     @property
@@ -238,13 +248,11 @@ class HiStreamConfig:
     # ---- presets --------------------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides) -> HiStreamConfig:
+        """self_forcing (all steps at full res, unbounded cache), histream or histream_plus (schedule.STEP_PRESETS)."""
+        if name not in STEP_PRESETS:
+            raise ConfigError(f"unknown HiStream preset {name!r}; choose one of {', '.join(STEP_PRESETS)}")
+        base = dict(steps=StepPlan.preset(name))
         if name == "self_forcing":
-            base = dict(steps=StepPlan.uniform(ChunkSchedule(self_forcing_sigmas(), n_low=0)), window_chunks=None)
-        elif name == "histream":
-            base = dict(steps=StepPlan.histream())
-        elif name == "histream_plus":
-            base = dict(steps=StepPlan.histream_plus())
-        else:
-            raise ConfigError(f"unknown HiStream preset {name!r}; choose self_forcing, histream or histream_plus")
+            base["window_chunks"] = None
         base.update(overrides)
         return cls(**base)

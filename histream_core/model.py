@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .attention import attention
+from .attention import attention, check_backend
 from .cache import KVCache, TextCache
 from .config import WanConfig
 from .layers import build_wan_modules
@@ -39,8 +39,10 @@ class CausalWanModel(nn.Module):
 
     def __init__(self, config: WanConfig, device=None, dtype=None, modules: dict[str, nn.Module] | None = None,
                  compute_dtype: torch.dtype | None = None, rope_ntk_scale: float = 1.0,
-                 vace_layers: int | None = None):
-        """`vace_layers` builds that many (random) VACE blocks too; with `modules`, VACE comes from the dict."""
+                 vace_layers: int | None = None, attention_backend: str | None = None):
+        """`vace_layers` builds that many (random) VACE blocks too; with `modules`, VACE comes from the dict.
+        `attention_backend` (attention.BACKENDS) is used by every attention call of this model and its caches;
+        None follows the process default (attention.set_backend, else HISTREAM_ATTENTION)."""
         super().__init__()
         self.config = config
         mods = build_wan_modules(config, device, dtype) if modules is None else dict(modules)
@@ -55,13 +57,16 @@ class CausalWanModel(nn.Module):
                 setattr(self, name, mods[name])
         self._compute_dtype = compute_dtype
         self._device: torch.device | None = None
+        self.attention_backend = check_backend(attention_backend)
         self.rope = Rope3D(config.rope_axes, ntk_scale=rope_ntk_scale)
 
     @classmethod
-    def over(cls, tree: nn.Module, config: WanConfig, compute_dtype: torch.dtype | None = None) -> CausalWanModel:
+    def over(cls, tree: nn.Module, config: WanConfig, compute_dtype: torch.dtype | None = None,
+             attention_backend: str | None = None) -> CausalWanModel:
         """Run over an existing Wan-named module tree (shared, not copied): e.g. ComfyUI's `diffusion_model`."""
         names = WAN_SUBMODULES + tuple(n for n in VACE_SUBMODULES if getattr(tree, n, None) is not None)
-        return cls(config, modules={n: getattr(tree, n) for n in names}, compute_dtype=compute_dtype)
+        return cls(config, modules={n: getattr(tree, n) for n in names}, compute_dtype=compute_dtype,
+                   attention_backend=attention_backend)
 
     @property
     def has_vace(self) -> bool:
@@ -143,7 +148,8 @@ class CausalWanModel(nn.Module):
         ca = blk.cross_attn
         cq = ca.norm_q(ca.q(blk.norm3(x))).view(b, s, *hd)
         tk, tv = text[i]
-        x = x + ca.o(attention(cq, tk.expand(b, -1, -1, -1), tv.expand(b, -1, -1, -1)).flatten(2))
+        x = x + ca.o(attention(cq, tk.expand(b, -1, -1, -1), tv.expand(b, -1, -1, -1),
+                              backend=self.attention_backend).flatten(2))
         # feed-forward
         h = (per_frame(blk.norm2(x)) * (1 + scale_ff) + shift_ff).view(b, s, d)
         return (per_frame(x) + per_frame(blk.ffn(h)) * gate_ff).view(b, s, d)
@@ -200,7 +206,7 @@ class CausalWanModel(nn.Module):
         mask = None if frame_mask is None else frame_mask_to_tokens(frame_mask.to(x.device), h * w)
 
         def full_attend(_i, q, k, v):
-            return attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask)
+            return attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, backend=self.attention_backend)
 
         return self._run(x, t, text, full_attend, vace, full_attend)
 
@@ -232,4 +238,4 @@ class CausalWanModel(nn.Module):
                        chunk_frames=chunk_frames, total_frames=total_frames, rope=rope or self.rope,
                        position_mode=position_mode, device=device or self.device,
                        dtype=dtype or self.compute_dtype, name=name, rotate_on_read=rotate_on_read,
-                       read_dtype=self.compute_dtype)
+                       read_dtype=self.compute_dtype, attention_backend=self.attention_backend)

@@ -1,4 +1,4 @@
-"""The HiStream chunk loop (DESIGN §3): per chunk, low-res steps against the low-res cache → latent upsample →
+"""The HiStream chunk loop (paper §3): per chunk, low-res steps against the low-res cache → latent upsample →
 re-noise → high-res steps against the high-res cache → t=0 passes writing both caches → window eviction.
 
 Flow matching: the model predicts v = ε - x0, so x0 = x_t - σ·v; between steps x0 is re-noised to the next σ:
@@ -6,6 +6,9 @@ x = (1-σ')·x0 + σ'·ε with fresh noise ε (sampler "renoise", Self-Forcing's
 noise ε̂ = (x - (1-σ)·x0)/σ (sampler "euler": x' = x + (σ'-σ)·v, the deterministic flow ODE step). The DRC
 hand-over changes the latent size, so it always draws fresh noise at full resolution. With classifier-free
 guidance (guidance_scale != 1) every forward runs the positive and negative rows together (guidance.py).
+
+Exactness anchors (tests/test_pipeline.py): with no low-res steps and a window covering the video the loop is plain
+Self-Forcing inference, and chunked cached inference equals one block-causal masked forward of the whole sequence.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from .cache import KVCache, TextCache
 from .config import HiStreamConfig
-from .guidance import guided_velocity, paired_context
+from .guidance import paired_context
 from .kv_quant import FP8
 from .model import CausalWanModel
 from .noise import NoiseSource
@@ -26,25 +29,10 @@ from .prompt_schedule import PromptSchedule
 from .recache import WindowLatents, switch_prompt
 from .resample import resize_latent
 from .rope import Rope3D
+from .step import StepInfo, predict_x0
 from .vace import VaceControl, VaceInput, vace_text_cache
 
 log = logging.getLogger("histream")
-
-
-@dataclass
-class StepInfo:
-    """What the per-step callback sees. kind: "denoise" (counts toward progress), "cache" (a t=0 write) or
-    "recache" (a window entry re-encoded at a prompt switch)."""
-
-    kind: str
-    chunk: int
-    step: int  # index within the chunk's schedule (-1 for cache writes)
-    global_step: int  # denoising steps done so far, this one included
-    total_steps: int
-    stage: str  # "low" | "high"
-    sigma: float
-    x: torch.Tensor  # the model input at this step
-    x0: torch.Tensor | None  # the predicted clean latent (None for cache writes)
 
 
 @dataclass
@@ -52,6 +40,23 @@ class ChunkResult:
     index: int
     frame_start: int
     latent: torch.Tensor  # [B, 16, frames, H/8, W/8], float32, model (normalised) latent space
+
+
+@dataclass
+class Resolution:
+    """One of Dual-Resolution Caching's two resolutions and what the loop keeps for it during a run: the main
+    blocks' KV cache, the VACE blocks' KV cache (only with control) and this chunk's resized control context."""
+
+    name: str  # "low" | "high" (StepInfo.stage)
+    latent_size: tuple[int, int]  # (h, w) of the latent at this resolution
+    rope_ntk_scale: float
+    cache: KVCache | None = None
+    vace_cache: KVCache | None = None
+    vace_context: tuple[int, torch.Tensor] | None = None  # (chunk's first latent frame, control context)
+
+    @property
+    def low(self) -> bool:
+        return self.name == "low"
 
 
 class HiStreamPipeline:
@@ -63,46 +68,57 @@ class HiStreamPipeline:
         self.device = torch.device(device) if device is not None else model.device
         self.cache_dtype = cache_dtype or (FP8 if config.cache_dtype == "fp8_e4m3fn" else model.compute_dtype)
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
-        self.low_cache: KVCache | None = None
-        self.high_cache: KVCache | None = None
+        # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
+        self.low = Resolution("low", config.low_latent_size, max(1.0, config.rope_ntk_scale * config.low_res_scale))
+        self.high = Resolution("high", config.latent_size, config.rope_ntk_scale)
         self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
-        self.vace_caches: dict[bool, KVCache] = {}  # low? → the VACE blocks' cache at that resolution
         self._vace_text: TextCache | None = None
-        self._vace_context: dict = {}  # (low, frame_start) → this chunk's control context at that resolution
         self.window_latents: WindowLatents | None = None  # kept only while a prompt schedule has switches
+        self._steps_done = 0  # denoising steps of this run so far (StepInfo.global_step)
+
+    @property
+    def low_cache(self) -> KVCache | None:
+        return self.low.cache
+
+    @property
+    def high_cache(self) -> KVCache | None:
+        return self.high.cache
+
+    def resolutions(self) -> list[Resolution]:
+        """The resolutions this config runs steps at (and keeps a cache for), low first."""
+        cfg = self.config
+        return [r for r, used in ((self.low, cfg.uses_low_res), (self.high, cfg.uses_high_res)) if used]
 
     # ---- caches ----------------------------------------------------------------------------------------------
-    def _new_cache(self, low: bool, vace_entries: int = 0) -> KVCache:
+    def _new_cache(self, res: Resolution, vace_entries: int = 0) -> KVCache:
         cfg, p = self.config, self.model.config.patch_size
-        h, w = cfg.low_latent_size if low else cfg.latent_size
-        # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
-        ntk = max(1.0, cfg.rope_ntk_scale * cfg.low_res_scale) if low else cfg.rope_ntk_scale
+        h, w = res.latent_size
         return self.model.new_cache(
-            rope=Rope3D(self.model.config.rope_axes, ntk_scale=ntk), rotate_on_read=self.rotate_on_read,
-            batch=cfg.model_batch, grid_hw=(h // p[1], w // p[2]), anchor_frames=cfg.anchor,
-            window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames, total_frames=cfg.latent_frames,
-            position_mode=cfg.position_mode, device=self.device, dtype=self.cache_dtype,
-            name=("low-res" if low else "high-res") + (" VACE cache" if vace_entries else " cache"),
+            rope=Rope3D(self.model.config.rope_axes, ntk_scale=res.rope_ntk_scale),
+            rotate_on_read=self.rotate_on_read, batch=cfg.model_batch, grid_hw=(h // p[1], w // p[2]),
+            anchor_frames=cfg.anchor, window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames,
+            total_frames=cfg.latent_frames, position_mode=cfg.position_mode, device=self.device,
+            dtype=self.cache_dtype, name=f"{res.name}-res" + (" VACE cache" if vace_entries else " cache"),
             vace_entries=vace_entries)
 
     def plan_caches(self) -> list[KVCache]:
-        """The caches this config needs (not yet allocated), low-res first."""
-        out = []
-        if self.config.uses_low_res:
-            self.low_cache = self.low_cache or self._new_cache(low=True)
-            out.append(self.low_cache)
-        if self.config.uses_high_res:
-            self.high_cache = self.high_cache or self._new_cache(low=False)
-            out.append(self.high_cache)
-        if self.control is not None:  # the VACE blocks' own caches, same layout as the main ones
-            for low in (True, False):
-                if (self.low_cache if low else self.high_cache) is not None and low not in self.vace_caches:
-                    self.vace_caches[low] = self._new_cache(low, vace_entries=self.control.entries)
-            out.extend(self.vace_caches[low] for low in (True, False) if low in self.vace_caches)
-        return out
+        """The caches this config needs (not yet allocated), low-res first; the VACE blocks' caches (same layout as
+        the main ones) while a run with control is on."""
+        used = self.resolutions()
+        for res in used:
+            res.cache = res.cache or self._new_cache(res)
+        if self.control is not None:
+            for res in used:
+                res.vace_cache = res.vace_cache or self._new_cache(res, vace_entries=self.control.entries)
+        return [r.cache for r in used] + [r.vace_cache for r in used if r.vace_cache is not None]
 
-    def cache_nbytes(self) -> int:
-        return sum(c.planned_nbytes() for c in self.plan_caches())
+    def cache_nbytes(self, control: VaceControl | None = None) -> int:
+        """Bytes of all KV caches a run needs: the main ones plus, with `control` (default: the running one), the
+        VACE blocks' - the same number before and during the run."""
+        total = sum(c.planned_nbytes() for c in self.plan_caches())
+        if control is not None and self.control is None:
+            total += sum(self._new_cache(r, control.entries).planned_nbytes() for r in self.resolutions())
+        return total
 
     def allocate(self) -> None:
         caches = self.plan_caches()
@@ -112,10 +128,12 @@ class HiStreamPipeline:
                                                      f"({c.capacity_frames} frames)" for c in caches))
 
     def release(self) -> None:
-        for c in (self.low_cache, self.high_cache, *self.vace_caches.values()):
-            if c is not None:
-                c.release()
-        self.vace_caches, self._vace_text, self._vace_context = {}, None, {}
+        for res in (self.low, self.high):
+            for c in (res.cache, res.vace_cache):
+                if c is not None:
+                    c.release()
+            res.vace_cache = res.vace_context = None
+        self._vace_text = None
 
     # ---- generation ------------------------------------------------------------------------------------------
     def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
@@ -155,11 +173,11 @@ class HiStreamPipeline:
             if control is not None:
                 self._vace_text = vace_text_cache(self.model, first, control.entries, cfg.model_batch)
             self.window_latents = WindowLatents(cfg.window_chunks) if switches else None
-            done = [0]
+            self._steps_done = 0
             for k, (start, frames) in enumerate(cfg.chunks):
                 if k in switches:
                     text = switch_prompt(self, k, switches[k], callback)
-                latent = self._chunk(k, start, frames, text, noise, callback, done)
+                latent = self._chunk(k, start, frames, text, noise, callback)
                 keep = self.output_device is None or latent.device.type == "meta"  # meta: FLOP counting
                 out = latent if keep else latent.to(self.output_device)
                 yield ChunkResult(k, start, out)
@@ -186,93 +204,81 @@ class HiStreamPipeline:
         cfg = self.config
         control.validate(cfg.batch_size, cfg.latent_frames, cfg.latent_size)
 
-    def _vace_input(self, cache: KVCache, start: int, frames: int) -> VaceInput | None:
-        """This chunk's control at the cache's resolution (the 96-channel context, resized once per chunk)."""
+    def _vace_input(self, res: Resolution, start: int, frames: int) -> VaceInput | None:
+        """This chunk's control at the resolution (the 96-channel context, resized once per chunk)."""
         if self.control is None:
             return None
-        low = cache is self.low_cache
-        key = (low, start)
-        if key not in self._vace_context:
+        if res.vace_context is None or res.vace_context[0] != start:
             cfg = self.config
-            size = cfg.low_latent_size if low else cfg.latent_size
-            ctx = self.control.chunk_context(start, frames, size, cfg.batch_size, cfg.downsample_method)
+            ctx = self.control.chunk_context(start, frames, res.latent_size, cfg.batch_size, cfg.downsample_method)
             if cfg.guided:  # entry-major [entries·B] → [entries·2B]: each entry's rows for both prompts
                 ctx = ctx.unflatten(0, (self.control.entries, cfg.batch_size)).repeat(1, 2, 1, 1, 1, 1).flatten(0, 1)
-            self._vace_context = {k: v for k, v in self._vace_context.items() if k[1] == start}  # drop old chunks
-            self._vace_context[key] = ctx.to(self.device)
-        return VaceInput(self._vace_context[key], self.control.strengths, self._vace_text, self.vace_caches[low])
+            res.vace_context = (start, ctx.to(self.device))
+        return VaceInput(res.vace_context[1], self.control.strengths, self._vace_text, res.vace_cache)
 
-    def _commit(self, cache: KVCache) -> None:
-        cache.commit()
-        vcache = self.vace_caches.get(cache is self.low_cache)
-        if vcache is not None:
-            vcache.commit()
+    def _commit(self, res: Resolution) -> None:
+        res.cache.commit()
+        if res.vace_cache is not None:
+            res.vace_cache.commit()
 
-    def _predict(self, x, sigma, text, cache, start) -> torch.Tensor:
-        guided = self.config.guided
-        rows = torch.cat([x, x]) if guided else x  # guidance: the same latents under both prompts
-        t = torch.full((rows.shape[0],), 1000.0 * sigma, device=self.device)
-        vace = self._vace_input(cache, start, x.shape[2])
-        v = self.model.forward_chunk(rows.to(self.device, self.model.compute_dtype), t, text, cache, start, vace)
-        v = guided_velocity(v.float(), self.config.guidance_scale) if guided else v.float()
-        return x - sigma * v
+    def _predict(self, x, sigma, text, res: Resolution, start) -> torch.Tensor:
+        vace = self._vace_input(res, start, x.shape[2])
+        return predict_x0(self.model, x, sigma, text, res.cache, start, self.device, self.config.guidance_scale,
+                          vace)
 
-    def _draw(self, noise, frames, low: bool) -> torch.Tensor:
-        h, w = self.config.low_latent_size if low else self.config.latent_size
-        return noise((self.model.config.in_dim, frames, h, w)).to(self.device)
+    def _draw(self, noise, frames, res: Resolution) -> torch.Tensor:
+        return noise((self.model.config.in_dim, frames, *res.latent_size)).to(self.device)
 
-    def _next_noise(self, x, x0, sigma, noise, frames, low) -> torch.Tensor:
+    def _next_noise(self, x, x0, sigma, noise, frames, res: Resolution) -> torch.Tensor:
         if self.config.sampler == "euler" and sigma > 0:
             return (x - (1 - sigma) * x0) / sigma  # ε̂: what the last step's input was made of
-        return self._draw(noise, frames, low=low)
+        return self._draw(noise, frames, res)
 
-    def _chunk(self, k, start, frames, text: TextCache, noise, callback, done) -> torch.Tensor:
+    def _chunk(self, k, start, frames, text: TextCache, noise, callback) -> torch.Tensor:
         cfg = self.config
         sched = cfg.steps.for_chunk(k)
         sig = sched.sigmas
         total = cfg.steps.total_steps(cfg.num_chunks)
-        last_chunk = k == cfg.num_chunks - 1
         x0 = x0_low = None
-        x = sig[0] * self._draw(noise, frames, low=sched.n_low > 0)
+        x = sig[0] * self._draw(noise, frames, self.low if sched.n_low > 0 else self.high)
         for i, s in enumerate(sig):
-            low = i < sched.n_low
+            res = self.low if i < sched.n_low else self.high
             if i == sched.n_low and i > 0:  # DRC hand-over: upsample the low-res x0, re-noise at full res
                 x0_low = x0
                 x = (1 - s) * resize_latent(x0, cfg.latent_size, cfg.upsample_method) + s * self._draw(
-                    noise, frames, low=False)
+                    noise, frames, self.high)
             elif i > 0:
-                x = (1 - s) * x0 + s * self._next_noise(x, x0, sig[i - 1], noise, frames, low)
-            cache = self.low_cache if low else self.high_cache
-            x0 = self._predict(x, s, text, cache, start)
-            done[0] += 1
+                x = (1 - s) * x0 + s * self._next_noise(x, x0, sig[i - 1], noise, frames, res)
+            x0 = self._predict(x, s, text, res, start)
+            self._steps_done += 1
             if callback:
-                callback(StepInfo("denoise", k, i, done[0], total, "low" if low else "high", s, x, x0))
+                callback(StepInfo("denoise", k, i, self._steps_done, total, res.name, s, x, x0))
         if sched.n_high == 0:  # all steps at low res: naive upsample for the output
             x0_low = x0
             x0 = resize_latent(x0, cfg.latent_size, cfg.upsample_method)
-        if not last_chunk:
+        if k < cfg.num_chunks - 1:  # the last chunk is never attended to: no cache write
             self._update_caches(k, start, sched, x0, x0_low, text, callback)
         return x0
 
     def _update_caches(self, k, start, sched, x0, x0_low, text, callback) -> None:
         """Write the finished chunk into every cache (paper §3.2: both resolutions keep their own cache)."""
         cfg = self.config
-        for cache, low in ((self.low_cache, True), (self.high_cache, False)):
-            if cache is None:
+        for res in (self.low, self.high):
+            if res.cache is None:
                 continue
             # last_step reuses K/V only where the chunk's *final* step ran (else they would be of a noisy input)
-            finished_here = (sched.n_high == 0) if low else (sched.n_high > 0)
+            finished_here = (sched.n_high == 0) if res.low else (sched.n_high > 0)
             write = not (cfg.cache_update == "last_step" and finished_here)
             if write or self.window_latents is not None:
-                if low:
+                if res.low:
                     clean = x0_low if sched.n_high == 0 else resize_latent(x0, cfg.low_latent_size,
                                                                              cfg.downsample_method)
                 else:
                     clean = x0
                 if self.window_latents is not None:  # a later prompt switch re-encodes the window from these
-                    self.window_latents.keep(low, start, clean)
+                    self.window_latents.keep(res.name, start, clean)
             if write:
-                self._predict(clean, 0.0, text, cache, start)  # t = 0 pass: the clean K/V land in the cache
+                self._predict(clean, 0.0, text, res, start)  # t = 0 pass: the clean K/V land in the cache
                 if callback:
-                    callback(StepInfo("cache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
-            self._commit(cache)
+                    callback(StepInfo("cache", k, -1, -1, -1, res.name, 0.0, clean, None))
+            self._commit(res)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import VAE_STRIDE_T
+
 WAN_FPS = 16
 UNITS = ("chunk", "second")
 
@@ -28,7 +30,7 @@ def latent_frame_of_pixel_frame(pixel_frame: int) -> int:
     """The Wan latent frame holding a pixel frame: 0 → 0, 1..4 → 1, 5..8 → 2, ..."""
     if pixel_frame < 0:
         raise PromptScheduleError(f"pixel frame {pixel_frame} is negative")
-    return 0 if pixel_frame == 0 else 1 + (pixel_frame - 1) // 4
+    return 0 if pixel_frame == 0 else 1 + (pixel_frame - 1) // VAE_STRIDE_T
 
 
 def seconds_to_chunk(seconds: float, chunk_frames: int, fps: int = WAN_FPS) -> int:

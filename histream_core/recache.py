@@ -18,24 +18,26 @@ from collections import deque
 import torch
 
 from .cache import TextCache
+from .step import StepInfo, predict_x0
 
 log = logging.getLogger("histream")
 
 
 class WindowLatents:
     """The clean latents each cache was (or would have been) written from, for the last chunks that can still
-    sit in the window: one deque per resolution of (first latent frame, latent [B, C, frames, h, w])."""
+    sit in the window: one deque per resolution name ("low", "high") of (first latent frame, latent
+    [B, C, frames, h, w])."""
 
     def __init__(self, window_chunks: int | None):
         # an entry may be the tail of a chunk split by the anchor, so keep one chunk more than the window
         keep = None if window_chunks is None else window_chunks + 1
-        self.kept = {True: deque(maxlen=keep), False: deque(maxlen=keep)}
+        self.kept = {"low": deque(maxlen=keep), "high": deque(maxlen=keep)}
 
-    def keep(self, low: bool, frame_start: int, clean: torch.Tensor) -> None:
-        self.kept[low].append((frame_start, clean))
+    def keep(self, resolution: str, frame_start: int, clean: torch.Tensor) -> None:
+        self.kept[resolution].append((frame_start, clean))
 
-    def frames(self, low: bool, frame_start: int, frames: int) -> torch.Tensor:
-        for start, lat in self.kept[low]:
+    def frames(self, resolution: str, frame_start: int, frames: int) -> torch.Tensor:
+        for start, lat in self.kept[resolution]:
             if start <= frame_start and frame_start + frames <= start + lat.shape[2]:
                 return lat[:, :, frame_start - start:frame_start - start + frames]
         raise RuntimeError(f"no kept clean latent covers frames {frame_start}..{frame_start + frames - 1}")
@@ -43,19 +45,17 @@ class WindowLatents:
 
 def switch_prompt(pipeline, k: int, context: torch.Tensor, callback=None) -> TextCache:
     """Before chunk k: the new prompt's text cache, with both caches' windows re-encoded under it."""
-    from .pipeline import StepInfo  # the pipeline imports this module
-
     text = pipeline.model.text_cache(context.to(pipeline.device))
-    rewritten = []
-    for cache, low in ((pipeline.low_cache, True), (pipeline.high_cache, False)):
-        if cache is None:
-            continue
-        for start, frames in cache.rewrite_window():
+    rewritten, resolutions = [], pipeline.resolutions()
+    for res in resolutions:
+        for start, frames in res.cache.rewrite_window():
             rewritten.append(frames)
-            clean = pipeline.window_latents.frames(low, start, frames)
-            pipeline._predict(clean, 0.0, text, cache, start)
+            clean = pipeline.window_latents.frames(res.name, start, frames)
+            # no VACE here: the pipeline refuses prompt switches together with VACE control
+            predict_x0(pipeline.model, clean, 0.0, text, res.cache, start, pipeline.device,
+                       pipeline.config.guidance_scale)
             if callback:
-                callback(StepInfo("recache", k, -1, -1, -1, "low" if low else "high", 0.0, clean, None))
+                callback(StepInfo("recache", k, -1, -1, -1, res.name, 0.0, clean, None))
     log.info("HiStream: new prompt from chunk %d; window re-encoded (%d latent frames over %d caches)", k,
-             sum(rewritten), sum(c is not None for c in (pipeline.low_cache, pipeline.high_cache)))
+             sum(rewritten), len(resolutions))
     return text

@@ -1,6 +1,6 @@
 """Flow-matching step schedules: shifted sigmas, the Self-Forcing four steps, per-chunk sparse plans (HiStream+).
 
-Flow matching (DESIGN §2): x_t = (1-σ)·x0 + σ·ε, the model predicts v = ε - x0 at timestep 1000σ.
+Flow matching: x_t = (1-σ)·x0 + σ·ε, the model predicts v = ε - x0 at timestep 1000σ.
 """
 
 from __future__ import annotations
@@ -103,19 +103,18 @@ class StepPlan:
         return cls(chunk, chunk)
 
     @classmethod
-    def histream(cls, shift: float = DEFAULT_SHIFT) -> StepPlan:
-        """2 low-res + 2 high-res steps of the Self-Forcing schedule for every chunk."""
-        return cls.uniform(ChunkSchedule(self_forcing_sigmas(shift), n_low=2))
+    def preset(cls, name: str, shift: float = DEFAULT_SHIFT) -> StepPlan:
+        """A named plan of STEP_PRESETS (4 uniform steps at shift 5 are Self-Forcing's warped t)."""
+        try:
+            counts = STEP_PRESETS[name]
+        except KeyError:
+            raise ScheduleError(f"unknown step preset {name!r}; choose one of {list(STEP_PRESETS)}") from None
+        return build_step_plan(*counts, shift=shift)
 
-    @classmethod
-    def histream_plus(cls, shift: float = DEFAULT_SHIFT, later_steps: int = 2, later_low: int = 1) -> StepPlan:
-        """First chunk 2+2; later chunks (already conditioned on a rich cache) 1+1 by default."""
-        return cls(ChunkSchedule(self_forcing_sigmas(shift), n_low=2),
-                   ChunkSchedule.split(later_steps, later_low, shift))
 
-    @classmethod
-    def self_forcing(cls, shift: float = DEFAULT_SHIFT) -> StepPlan:
-        return cls.uniform(ChunkSchedule(self_forcing_sigmas(shift), n_low=0))
+# (first-chunk steps, of them at low res, later-chunk steps, of them at low res); HiStream+ gives later chunks,
+# already conditioned on a rich cache, 1 + 1 steps
+STEP_PRESETS = {"self_forcing": (4, 0, 4, 0), "histream": (4, 2, 4, 2), "histream_plus": (4, 2, 2, 1)}
 
 
 def build_step_plan(first_steps: int, first_low: int, later_steps: int, later_low: int,

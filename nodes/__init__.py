@@ -16,13 +16,5 @@ NODE_CLASS_MAPPINGS = {
     "HiStreamToyPrompt": HiStreamToyPrompt,
     "HiStreamToyDecode": HiStreamToyDecode,
 }
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "LoadHiStreamModel": "Load HiStream Model",
-    "AnchorCacheChunker": "Anchor Cache Chunker (temporal)",
-    "SparseStepSampler": "Sparse Step Sampler (timestep)",
-    "LowResDenoise": "Low-Res Denoise (spatial 1)",
-    "CachedUpsampleRefine": "Cached Upsample Refine (spatial 2)",
-    "HiStreamPromptSchedule": "HiStream Prompt Schedule",
-    "HiStreamToyPrompt": "HiStream Toy Prompt (demo)",
-    "HiStreamToyDecode": "HiStream Toy Decode (demo)",
-}
+# the classic node API (V3 is marked unstable in both supported hosts); each class names its own display TITLE
+NODE_DISPLAY_NAME_MAPPINGS = {name: cls.TITLE for name, cls in NODE_CLASS_MAPPINGS.items()}

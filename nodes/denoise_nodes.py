@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, ScheduleError
-from ..histream_core.attention import set_backend
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
-from ..histream_core.memory import run_bytes
 from ..histream_core.schedule import build_step_plan
+from ..histream_core.vace import VaceControl
 from . import host_model, stream_decode
-from .control import vace_control, vace_extra_bytes
-from .loader_node import ATTENTION_KEY
-from .schedule_node import prompts_for_plan
+from .conditioning import TextInputs, text_inputs, vace_control
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
 log = logging.getLogger("histream")
@@ -45,11 +44,13 @@ class LowResDenoise:
     RETURN_TYPES = (LOWRES_TYPE,)
     RETURN_NAMES = ("low_res",)
     FUNCTION = "stage"
+    TITLE = "Low-Res Denoise (spatial 1)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Spatial compression, stage 1: each chunk's first steps run at low resolution against the "
                    "low-res KV cache. Runs inside CachedUpsampleRefine, interleaved per chunk.")
 
     def stage(self, model, positive, cache, steps, latent, seed, low_res_scale, negative=None, cfg=1.0):
+        # the pipeline refuses this too, but only when the loop node runs, after the model is loaded
         if float(cfg) != 1.0 and negative is None:
             raise ValueError(f"LowResDenoise: cfg {cfg:g} needs a negative prompt: connect the negative input (an "
                              f"empty prompt works), or set cfg to 1")
@@ -94,6 +95,7 @@ class CachedUpsampleRefine:
     OUTPUT_TOOLTIPS = ("The video latent (for VAEDecode / VAEDecodeTiled).",
                        "The decoded frames; needs the vae input (without it this output must stay unconnected).")
     FUNCTION = "run"
+    TITLE = "Cached Upsample Refine (spatial 2)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Spatial compression, stage 2: upsample each chunk's low-res x0, re-noise, finish at full "
                    "resolution against the high-res cache, then write both caches. Runs the whole chunk loop; with "
@@ -101,61 +103,79 @@ class CachedUpsampleRefine:
 
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
             prompt=None, unique_id=None):
-        stage = low_res
-        cfg = video_config(stage, upsample_method=upsample_method, downsample_method=downsample_method,
-                           rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update)
-        shape = tuple(stage.latent["samples"].shape)
-        if shape != cfg.latent_shape():
-            raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
-                             f"AnchorCacheChunker's latent output to LowResDenoise")
+        plan = resolve_plan(low_res, dict(upsample_method=upsample_method, downsample_method=downsample_method,
+                                          rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update))
         if vae is None and stream_decode.image_output_used(prompt, unique_id):
             raise ValueError(stream_decode.NO_VAE_MESSAGE)
+        cfg, patcher = plan.config, plan.patcher
         decoder = None if vae is None else stream_decode.StreamingDecode(vae, cfg.batch_size, cfg.latent_frames)
-        patcher = stage.model
-        wan = host_model.wan_config_of(patcher.model.diffusion_model)
-        context = host_model.conditioning_to_context(stage.positive, cfg.batch_size, wan.text_dim)
-        context = prompts_for_plan(context, cfg)  # a prompt schedule's starts → chunks of this plan
-        negative = None if not cfg.guided else host_model.conditioning_to_context(stage.negative, cfg.batch_size,
-                                                                                  wan.text_dim)
-        if negative is not None and not isinstance(negative, torch.Tensor):
-            raise ValueError("the negative prompt cannot be a HiStream Prompt Schedule: connect a plain text encode "
-                             "(one negative is used for every chunk)")
-        elem = 4 if host_model.compute_dtype(patcher).itemsize == 4 else 2
-        control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
-        need = run_bytes(wan, cfg, elem) + vace_extra_bytes(patcher, control, cfg, elem)
-        if decoder is None:
-            host_model.load_for_sampling(patcher, need)
-        else:
-            stream_decode.load_with_vae(patcher, vae, need,
-                                        stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size))
-        model = host_model.causal_model(patcher, (stage.positive, stage.negative))
-        pipeline = HiStreamPipeline(model, cfg, device=patcher.load_device)
+        load_with_room_for_caches(plan, vae)
+        pipeline = HiStreamPipeline(host_model.causal_model(patcher, (low_res.positive, low_res.negative)), cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
-                 cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes() / 2**30)
-        progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks))
-        stage.cache.live = pipeline
-        set_backend(patcher.model_options.get("transformer_options", {}).get(ATTENTION_KEY))
-        chunks = []
-        stream = pipeline.stream(context.to(patcher.load_device), seed=stage.seed, callback=progress, control=control,
-                                 negative=None if negative is None else negative.to(patcher.load_device))
-        try:
-            for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
-                chunks.append(chunk.latent)
-                frames = None if decoder is None else decoder.decode(host_model.to_raw_latent(patcher, chunk.latent))
-                progress.chunk_done(chunk.latent, frames)
-        except host_model.OOM_ERRORS as exc:
-            raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes() / 2**30:.1f} GiB of KV "
-                            f"cache planned): lower window_chunks, batch_size or the resolution, load the weights "
-                            f"as fp8_e4m3fn, or leave the vae input empty and decode with VAEDecodeTiled") from exc
-        finally:
-            stream.close()
-            if decoder is not None:
-                decoder.release()
-            set_backend(None)
-            pipeline.release()
-            stage.cache.live = None
-            host_model.free_memory_after_run()
-            log.info("HiStream: released the KV caches")
+                 cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
+        chunks = run_chunk_loop(pipeline, plan, decoder)
         latent = host_model.to_latent_output(patcher, torch.cat(chunks, dim=2))
         # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
         return (latent, stream_decode.no_images() if decoder is None else decoder.images())
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the loop needs, resolved and checked before anything is loaded."""
+
+    patcher: Any  # comfy ModelPatcher
+    config: HiStreamConfig
+    text: TextInputs
+    control: VaceControl | None
+    seed: int
+    device_bytes: int  # what the run needs on the device besides the weights
+
+
+def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
+    cfg = video_config(stage, **refine_options)
+    shape = tuple(stage.latent["samples"].shape)
+    if shape != cfg.latent_shape():
+        raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
+                         f"AnchorCacheChunker's latent output to LowResDenoise")
+    patcher = stage.model
+    wan = host_model.wan_config_of(patcher.model.diffusion_model)
+    text = text_inputs(stage.positive, stage.negative, cfg, wan.text_dim)
+    control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
+    return RunPlan(patcher, cfg, text, control, stage.seed, host_model.run_device_bytes(patcher, wan, cfg, control))
+
+
+def load_with_room_for_caches(plan: RunPlan, vae) -> None:
+    """ComfyUI's model management makes room for the weights and the run's caches (and the VAE's decode)."""
+    if vae is None:
+        host_model.load_for_sampling(plan.patcher, plan.device_bytes)
+    else:
+        reserve = stream_decode.decode_reserve_bytes(vae, plan.config.batch_size, plan.config.latent_size,
+                                                     plan.config.chunk_frames)
+        stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve)
+
+
+def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder) -> list[torch.Tensor]:
+    """The chunk loop with progress, previews, Stop and (with a VAE) each chunk decoded before the next one starts;
+    the caches, the decoder's state and the host's cache are released however it ends."""
+    patcher, cfg = plan.patcher, plan.config
+    progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks))
+    text, chunks = plan.text.to(patcher.load_device), []
+    stream = pipeline.stream(text.context, seed=plan.seed, callback=progress, control=plan.control,
+                             negative=text.negative)
+    try:
+        for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
+            chunks.append(chunk.latent)
+            frames = None if decoder is None else decoder.decode(host_model.to_raw_latent(patcher, chunk.latent))
+            progress.chunk_done(chunk.latent, frames)
+    except host_model.OOM_ERRORS as exc:
+        raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes(plan.control) / 2**30:.1f} GiB of "
+                        f"KV cache planned): lower window_chunks, batch_size or the resolution, load the weights as "
+                        f"fp8_e4m3fn, or leave the vae input empty and decode with VAEDecodeTiled") from exc
+    finally:
+        stream.close()
+        if decoder is not None:
+            decoder.release()
+        pipeline.release()
+        host_model.free_memory_after_run()
+        log.info("HiStream: released the KV caches")
+    return chunks

@@ -10,7 +10,10 @@ import latent_preview
 import torch
 
 from ..histream_core import CausalWanModel, WanConfig
-from . import host_patches, schedule_node, stream_decode
+from ..histream_core.memory import run_bytes, vace_cache_bytes
+from ..histream_core.vace import VaceControl
+from . import host_patches, stream_decode
+from .loader_node import ATTENTION_KEY
 
 log = logging.getLogger("histream")
 OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
@@ -45,7 +48,8 @@ def causal_model(patcher, conditionings=()) -> CausalWanModel:
         log.warning("HiStream: this MODEL carries VACE blocks but was not loaded by Load HiStream Model: its main "
                     "blocks must be causal (Self-Forcing) weights; a full Wan2.1-VACE checkpoint's main blocks are "
                     "the 50-step model. Attach a VACE file with Load HiStream Model's vace_model instead")
-    model = CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher))
+    model = CausalWanModel.over(dm, wan_config_of(dm), compute_dtype=compute_dtype(patcher),
+                                attention_backend=options.get(ATTENTION_KEY))  # Load HiStream Model's choice
     model.device = patcher.load_device  # never a weight's device: dynamic VRAM keeps the weights on the CPU
     return model
 
@@ -70,32 +74,14 @@ def resolve_shift(patcher, node_shift: float) -> float:
     return float(node_shift)
 
 
-def conditioning_to_context(positive: list, batch: int, text_dim: int):
-    """CONDITIONING → [batch, tokens, text_dim]. Several entries (e.g. ConditioningCombine) are joined along the
-    token axis, as stock ConditioningConcat does; area/mask/strength options do not apply to HiStream.
-    Entries tagged by HiStream Prompt Schedule give timed contexts instead (see schedule_node.py)."""
-    if not positive:
-        raise ValueError("the positive CONDITIONING is empty: connect CLIPTextEncode (Wan umT5 text encoder)")
-    if any(schedule_node.START_KEY in opts for _, opts in positive):  # from HiStream Prompt Schedule
-        return schedule_node.timed_context(positive, batch, text_dim, conditioning_to_context)
-    parts = []
-    for cond, opts in positive:
-        if cond.ndim != 3 or cond.shape[-1] != text_dim:
-            raise ValueError(f"CONDITIONING of shape {tuple(cond.shape)} is not Wan text: load the umt5_xxl "
-                             f"text encoder with CLIPLoader type 'wan' (expected [batch, tokens, {text_dim}])")
-        ignored = sorted(k for k in ("area", "mask", "strength", "set_area_to_bounds") if k in opts)
-        if ignored:
-            log.warning("HiStream ignores conditioning options %s", ignored)
-        parts.append(cond)
-    b = max(p.shape[0] for p in parts)
-    if any(p.shape[0] not in (1, b) for p in parts):
-        raise ValueError("conditioning entries have different batch sizes")
-    ctx = torch.cat([p.expand(b, -1, -1) for p in parts], dim=1)
-    if b not in (1, batch):
-        raise ValueError(f"conditioning batch {b} does not match the video batch size {batch}")
-    if len(parts) > 1:
-        log.info("HiStream: %d conditioning entries joined into %d text tokens", len(parts), ctx.shape[1])
-    return ctx.expand(batch, -1, -1)
+def run_device_bytes(patcher, wan: WanConfig, cfg, control: VaceControl | None) -> int:
+    """Device memory a run needs besides the weights: caches, text cache, activations, and the VACE caches."""
+    elem = 4 if compute_dtype(patcher).itemsize == 4 else 2
+    need = run_bytes(wan, cfg, elem)
+    if control is not None:
+        vace_layers = len(patcher.model.diffusion_model.vace_blocks)
+        need += vace_cache_bytes(wan, cfg, vace_layers, control.entries, elem)
+    return need
 
 
 class ProgressReporter:

@@ -44,6 +44,7 @@ class LoadHiStreamModel:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
+    TITLE = "Load HiStream Model"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a causal (Self-Forcing) Wan2.1 T2V model as a standard MODEL: stock LoRA loaders and "
                    "model patches apply to it.")

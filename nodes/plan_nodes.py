@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..histream_core.config import CACHE_DTYPES, POSITION_MODES, SAMPLERS
-from ..histream_core.schedule import ScheduleError, build_step_plan
+from ..histream_core.config import CACHE_DTYPES, POSITION_MODES, SAMPLERS, VAE_STRIDE_S, latent_frames_of
+from ..histream_core.schedule import STEP_PRESETS, ScheduleError, build_step_plan
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
 MAX_SIDE = 8192
-STEP_PRESETS = {  # name → (first steps, first low, later steps, later low)
-    "HiStream": (4, 2, 4, 2),
-    "HiStream+": (4, 2, 2, 1),
-    "Self-Forcing full-res": (4, 0, 4, 0),
-}
+NODE_PRESETS = {"HiStream": "histream", "HiStream+": "histream_plus", "Self-Forcing full-res": "self_forcing"}
 
 
 class AnchorCacheChunker:
@@ -50,6 +46,7 @@ class AnchorCacheChunker:
     RETURN_TYPES = (CACHE_TYPE, "LATENT")
     RETURN_NAMES = ("cache", "latent")
     FUNCTION = "plan"
+    TITLE = "Anchor Cache Chunker (temporal)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Temporal compression: the video is made chunk by chunk against a fixed anchor + sliding-window "
                    "KV cache, so speed and memory stay constant for any length. Outputs the shared cache and the "
@@ -72,7 +69,8 @@ class AnchorCacheChunker:
         plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
                          position_mode, cache_dtype)
         # an empty video latent: only its shape is used, so a broadcast zero (no memory for long videos)
-        latent = torch.zeros(()).expand(batch_size, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
+        latent = torch.zeros(()).expand(batch_size, 16, latent_frames_of(frames), height // VAE_STRIDE_S,
+                                        width // VAE_STRIDE_S)
         return (plan, {"samples": latent})
 
 
@@ -80,7 +78,7 @@ class SparseStepSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "preset": (list(STEP_PRESETS) + ["custom"], {
+            "preset": (list(NODE_PRESETS) + ["custom"], {
                 "tooltip": "HiStream: 2 low-res + 2 high-res steps per chunk. HiStream+: first chunk 2+2, later "
                            "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). custom: the numbers below."}),
             "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
@@ -103,14 +101,15 @@ class SparseStepSampler:
     RETURN_TYPES = (STEPS_TYPE,)
     RETURN_NAMES = ("steps",)
     FUNCTION = "build"
+    TITLE = "Sparse Step Sampler (timestep)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Timestep compression (HiStream+): the first chunk gets the full schedule, later chunks — already "
                    "conditioned on a rich cache — fewer steps.")
 
     def build(self, preset, shift, first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
               later_chunk_low_steps, sigmas=None, sampler="renoise"):
-        counts = STEP_PRESETS.get(preset, (first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
-                                           later_chunk_low_steps))
+        counts = STEP_PRESETS[NODE_PRESETS[preset]] if preset in NODE_PRESETS else (
+            first_chunk_steps, first_chunk_low_steps, later_chunk_steps, later_chunk_low_steps)
         if sigmas is not None and preset != "custom":
             counts = (counts[0], counts[1], counts[0], counts[1])
         custom = None if sigmas is None else tuple(float(s) for s in sigmas.flatten().tolist())

@@ -7,7 +7,7 @@ own SAMPLER/SIGMAS/GUIDER → SamplerCustomAdvanced, each stage node builds a ty
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 CACHE_TYPE = "HISTREAM_CACHE"
@@ -18,7 +18,7 @@ CATEGORY = "HiStream"
 
 @dataclass
 class CachePlan:
-    """HISTREAM_CACHE: the temporal stage. Holds the plan; the GPU buffers live here only while the loop runs."""
+    """HISTREAM_CACHE: the temporal stage (the plan only; the loop node allocates the buffers and releases them)."""
 
     width: int
     height: int
@@ -29,7 +29,6 @@ class CachePlan:
     window_chunks: int
     position_mode: str
     cache_dtype: str = "default"  # histream_core.config.CACHE_DTYPES
-    live: Any = field(default=None, repr=False, compare=False)  # the running pipeline (buffers), else None
 
     def core_kwargs(self) -> dict:
         return dict(width=self.width, height=self.height, num_frames=self.num_frames, batch_size=self.batch_size,

@@ -23,6 +23,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_execution.graph_utils import ExecutionBlocker
 from PIL import Image
 
+from ..histream_core.memory import chunk_decode_reserve
 from .wan_causal_decode import CausalDecoder, Schedule, host_schedule, passes
 
 IMAGE_OUTPUT = 1  # CachedUpsampleRefine's IMAGE output slot
@@ -64,11 +65,12 @@ def no_images():
     return ExecutionBlocker(NO_VAE_MESSAGE)
 
 
-def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int]) -> int:
-    """The memory the host itself budgets for decoding one latent frame of this size. v0.3.64's Wan VAE estimate has
-    no time axis; since v0.8.0 it grows with the pixel frame count (capped at 8), so one latent frame (1 pixel frame)
-    is its smallest value: the stream decodes one latent frame (or a pair) per pass."""
-    return int(vae.memory_used_decode((batch, vae.latent_channels, 1, *latent_hw), vae.vae_dtype))
+def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int], chunk_frames: int) -> int:
+    """What the host itself budgets for decoding ONE chunk of this size (the stream holds one chunk's activations at
+    a time, never the whole video's). v0.3.64's Wan VAE estimate has no time axis (≈ 27 GiB at 1080p in bf16 for
+    any length); since v0.8.0 it depends on the frame count (≈ 8.6 GiB for a 3-latent-frame 1080p chunk)."""
+    return chunk_decode_reserve(vae.memory_used_decode, vae.vae_dtype, batch, chunk_frames, latent_hw,
+                                vae.latent_channels)
 
 
 class StreamingDecode:

@@ -31,6 +31,7 @@ class HiStreamToyPrompt:
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "encode"
+    TITLE = "HiStream Toy Prompt (demo)"
     CATEGORY = DEMO_CATEGORY
     DESCRIPTION = "The embedded toy model's text encoder (a fixed vocabulary; no download)."
 
@@ -51,6 +52,7 @@ class HiStreamToyDecode:
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "decode"
+    TITLE = "HiStream Toy Decode (demo)"
     CATEGORY = DEMO_CATEGORY
     DESCRIPTION = "The embedded toy model's video decoder (8x space, 4x time, like Wan's VAE): LATENT -> frames."
 

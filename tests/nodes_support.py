@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from histream_core import CausalWanModel, HiStreamConfig, HiStreamPipeline, WanConfig
 from histream_core.schedule import build_step_plan
+from histream_core.vace import VaceControl
 
 TESTS = Path(__file__).resolve().parent
 TEST_NODES = TESTS / "comfy_test_nodes"
@@ -120,4 +121,53 @@ def core_reference(sd: dict, latent_format, *, preset="HiStream", width=64, heig
                          steps=build_step_plan(*c, shift=shift), upsample_method=upsample)
     ctx = fake_wan_text(cond_seed, tokens, cond_batch)
     x = HiStreamPipeline(model, cfg).generate(ctx, seed=seed)
+    return latent_format.process_out(x)
+
+
+def chunker_and_steps(pack, *, size: int = 64, frames: int = 9, preset: str = "HiStream", counts=(4, 2, 2, 1)):
+    """AnchorCacheChunker (batch 1, chunks of 3, anchor 3, window 1) and SparseStepSampler, called in process."""
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent = m["AnchorCacheChunker"]().plan(
+        width=size, height=size, frames=frames, batch_size=1, chunk_frames=3, anchor_frames=3, window_chunks=1,
+        position_mode="cache_relative")
+    (steps,) = m["SparseStepSampler"]().build(
+        preset=preset, shift=5.0, first_chunk_steps=counts[0], first_chunk_low_steps=counts[1],
+        later_chunk_steps=counts[2], later_chunk_low_steps=counts[3])
+    return cache, latent, steps
+
+
+def run_pack_nodes(pack, patcher, positive, *, size: int = 64, frames: int = 9, preset: str = "HiStream",
+                   counts=(4, 2, 2, 1), seed: int = 7, negative=None, cfg: float = 1.0) -> dict:
+    """The four stage nodes called in process, by name, as a graph wires them; returns the LATENT."""
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, latent, steps = chunker_and_steps(pack, size=size, frames=frames, preset=preset, counts=counts)
+    (low,) = m["LowResDenoise"]().stage(model=patcher, positive=positive, cache=cache, steps=steps, latent=latent,
+                                        seed=seed, low_res_scale=0.5, negative=negative, cfg=cfg)
+    return m["CachedUpsampleRefine"]().run(low_res=low, upsample_method="bilinear", downsample_method="area",
+                                           rope_ntk_scale=1.0, cache_update="clean_pass")[0]
+
+
+def core_vace_run(api: dict, ids: dict, saved: dict, latent_format) -> torch.Tensor:
+    """An API graph's HiStream settings (`ids`: class type → node id) and the conditioning its WanVaceToVideo made
+    (`saved` by HiStreamTestSaveConditioning) through histream_core directly, on the test server's weights."""
+    chunker, steps = api[ids["AnchorCacheChunker"]]["inputs"], api[ids["SparseStepSampler"]]["inputs"]
+    low, refine = api[ids["LowResDenoise"]]["inputs"], api[ids["CachedUpsampleRefine"]]["inputs"]
+    counts = PRESET_COUNTS.get(steps["preset"]) or tuple(steps[k] for k in (
+        "first_chunk_steps", "first_chunk_low_steps", "later_chunk_steps", "later_chunk_low_steps"))
+    cfg = HiStreamConfig(width=chunker["width"], height=chunker["height"], num_frames=chunker["frames"],
+                         batch_size=chunker["batch_size"], chunk_frames=chunker["chunk_frames"],
+                         anchor_frames=chunker["anchor_frames"], window_chunks=chunker["window_chunks"],
+                         position_mode=chunker["position_mode"], low_res_scale=low["low_res_scale"],
+                         steps=build_step_plan(*counts, shift=steps["shift"]), sampler=steps["sampler"],
+                         upsample_method=refine["upsample_method"], downsample_method=refine["downsample_method"],
+                         rope_ntk_scale=refine["rope_ntk_scale"], cache_update=refine["cache_update"])
+    # the host's own mapping of WanVaceToVideo's raw latents: process_in per 16-channel group
+    raw = saved["vace_frames.0"].float()
+    frames = torch.cat([latent_format.process_in(raw[:, i:i + 16]) for i in range(0, raw.shape[1], 16)], dim=1)
+    control = VaceControl([frames], [saved["vace_mask.0"].float()], saved["vace_strength"].tolist())
+    model = CausalWanModel(TINY, vace_layers=2)
+    from vace_helpers import tiny_vace_tensors
+
+    model.load_state_dict({**tiny_state_dict(seed=0), **tiny_vace_tensors()})
+    x = HiStreamPipeline(model.eval(), cfg).generate(saved["cond"], seed=low["seed"], control=control)
     return latent_format.process_out(x)

@@ -1,6 +1,6 @@
 """bench/bench_cpu.py --quick: the counted FLOPs against independent hand counts (no timing assertions).
 
-Hand counts here are written from the Wan2.1 shapes alone (DESIGN §2): per block, per token, q/k/v/o and the
+Hand counts here are written from the Wan2.1 shapes alone (histream_core/config.py WanConfig): per block, per token, q/k/v/o and the
 cross-attention q/o are d×d matmuls (the text K/V are computed once), the FFN is d×ffn and ffn×d; attention costs
 2·Sq·Sk·d for q·kᵀ and as much for p·v. A matmul of m×k by k×n is 2·m·k·n FLOPs.
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy_test_nodes import fake_wan_text
-from nodes_support import tiny_state_dict
+from nodes_support import run_pack_nodes, tiny_state_dict
 
 pytestmark = pytest.mark.comfy
 
@@ -18,12 +18,7 @@ def patcher(comfy_modules):
 
 
 def run_graph(pack, patcher, preset="HiStream+", frames=13):
-    m = pack.NODE_CLASS_MAPPINGS
-    cache, latent = m["AnchorCacheChunker"]().plan(64, 64, frames, 1, 3, 3, 1, "cache_relative")
-    (steps,) = m["SparseStepSampler"]().build(preset, 5.0, 4, 2, 2, 1)
-    cond = [[fake_wan_text(1, 8, 1), {}]]
-    (low,) = m["LowResDenoise"]().stage(patcher, cond, cache, steps, latent, 7, 0.5)
-    return m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass")[0], cache
+    return run_pack_nodes(pack, patcher, [[fake_wan_text(1, 8, 1), {}]], frames=frames, preset=preset)
 
 
 def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
@@ -35,7 +30,7 @@ def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
     comfy_modules.utils.set_progress_bar_global_hook(lambda v, total, preview, node_id=None: events.append(
         (v, total, preview)))
     try:
-        out, cache = run_graph(pack, patcher, "HiStream+", frames=13)  # 4 latent frames: chunks of 3 + 1
+        out = run_graph(pack, patcher, "HiStream+", frames=13)  # 4 latent frames: chunks of 3 + 1
     finally:
         comfy_modules.utils.set_progress_bar_global_hook(None)
         args.preview_method = old
@@ -43,7 +38,6 @@ def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
     # 4 + 2 steps on one bar; each finished chunk adds one preview of all its frames at the same position
     assert [(v, t) for v, t, _ in events] == [(1, 6), (2, 6), (3, 6), (4, 6), (4, 6), (5, 6), (6, 6), (6, 6)]
     assert all(p is not None and p[0] == "JPEG" for _, _, p in events)
-    assert cache.live is None
 
 
 def test_stop_button_interrupts_and_releases(pack, patcher, comfy_modules):
@@ -63,26 +57,21 @@ def test_stop_button_interrupts_and_releases(pack, patcher, comfy_modules):
         comfy_modules.utils.set_progress_bar_global_hook(None)
         mm.interrupt_current_processing(False)
     assert seen == [1, 2]  # stopped at the next step
-    out, cache = run_graph(pack, patcher, "HiStream", frames=9)
-    assert cache.live is None and torch.isfinite(out["samples"]).all()
+    out = run_graph(pack, patcher, "HiStream", frames=9)
+    assert torch.isfinite(out["samples"]).all()
 
 
 def test_cfg_needs_a_negative_and_guides_like_the_core(pack, patcher, comfy_modules):
-    m = pack.NODE_CLASS_MAPPINGS
-    cache, latent = m["AnchorCacheChunker"]().plan(64, 64, 9, 1, 3, 3, 1, "cache_relative")
-    (steps,) = m["SparseStepSampler"]().build("HiStream", 5.0, 4, 2, 2, 1)
     pos, neg = [[fake_wan_text(1, 8, 1), {}]], [[fake_wan_text(2, 8, 1), {}]]
     with pytest.raises(ValueError, match="cfg 2.5 needs a negative prompt: connect the negative input"):
-        m["LowResDenoise"]().stage(patcher, pos, cache, steps, latent, 7, 0.5, cfg=2.5)
+        run_pack_nodes(pack, patcher, pos, cfg=2.5)
 
     def refine(negative, cfg):
-        (low,) = m["LowResDenoise"]().stage(patcher, pos, cache, steps, latent, 7, 0.5, negative=negative, cfg=cfg)
-        return m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass")[0]["samples"]
+        return run_pack_nodes(pack, patcher, pos, negative=negative, cfg=cfg)["samples"]
 
     plain, same, guided = refine(None, 1.0), refine(pos, 2.5), refine(neg, 2.5)
     assert torch.allclose(same, plain, atol=1e-5, rtol=1e-5)  # negative == positive: guidance is a no-op
     assert (guided - plain).norm() > 1e-2 * plain.norm()
-    assert cache.live is None
 
 
 def test_an_interrupt_that_derives_from_base_exception_still_releases(pack, patcher, comfy_modules, monkeypatch,
@@ -107,5 +96,5 @@ def test_an_interrupt_that_derives_from_base_exception_still_releases(pack, patc
     assert len(calls) == 2  # it propagated at once, unwrapped
     assert "released the KV caches" in caplog.text
     monkeypatch.undo()
-    out, _ = run_graph(pack, patcher, "HiStream", frames=9)
+    out = run_graph(pack, patcher, "HiStream", frames=9)
     assert torch.isfinite(out["samples"]).all()

@@ -107,9 +107,9 @@ def test_bad_schedules_give_one_clear_error(server, unit, start_2, expect):
 @pytest.fixture(scope="module")
 def pack_nodes(comfy_modules):
     load_pack()
-    from comfyui_histream_under_test.nodes import host_model, schedule_node
+    from comfyui_histream_under_test.nodes import conditioning, schedule_node
 
-    return host_model, schedule_node
+    return conditioning, schedule_node
 
 
 def schedule(schedule_node, unit, starts=(0.0, 1.0, 2.0, 3.0), **conds):
@@ -118,30 +118,30 @@ def schedule(schedule_node, unit, starts=(0.0, 1.0, 2.0, 3.0), **conds):
 
 
 def test_entries_with_one_start_are_joined_and_units_converted(pack_nodes):
-    host_model, schedule_node = pack_nodes
+    conditioning, schedule_node = pack_nodes
     a, b, c = fake_wan_text(1, 3, 1), fake_wan_text(2, 4, 1), fake_wan_text(3, 2, 1)
     cond = schedule(schedule_node, "second", (0.0, 2.0, 0.0, 0.0), conditioning_1=[[a, {}], [b, {}]],
                     conditioning_2=[[c, {"strength": 1.0}]])
     assert [(o["histream_start"], o["histream_unit"]) for _, o in cond] == [(0.0, "second")] * 2 + [(2.0, "second")]
-    timed = host_model.conditioning_to_context(cond, 2, 4096)
     cfg = HiStreamConfig(width=64, height=64, num_frames=81, steps=build_step_plan(4, 2, 4, 2))
-    sched = schedule_node.prompts_for_plan(timed, cfg)
+    sched = conditioning.text_inputs(cond, None, cfg.with_(batch_size=2), 4096).context
     assert sched.starts == [0, 2]  # 2 s = pixel frame 32 = latent frame 8 = chunk 2
     assert torch.equal(sched.entries[0][1], torch.cat([a, b], dim=1).expand(2, -1, -1))  # joined along tokens
     assert torch.equal(sched.entries[1][1], c.expand(2, -1, -1))
-    untagged = host_model.conditioning_to_context([[a, {}]], 1, 4096)
-    assert torch.equal(schedule_node.prompts_for_plan(untagged, cfg), a)  # plain path unchanged
+    plain = conditioning.text_inputs([[a, {}]], None, cfg, 4096)
+    assert torch.equal(plain.context, a) and plain.negative is None  # plain path unchanged
 
 
 def test_mixed_conditioning_is_refused(pack_nodes):
-    host_model, schedule_node = pack_nodes
+    conditioning, schedule_node = pack_nodes
+    cfg = HiStreamConfig(width=64, height=64, num_frames=81, steps=build_step_plan(4, 2, 4, 2))
     a = fake_wan_text(1, 3, 1)
     sec = schedule(schedule_node, "second", conditioning_1=[[a, {}]])
     chk = schedule(schedule_node, "chunk", conditioning_1=[[a, {}]])
     with pytest.raises(ValueError, match="through the schedule node"):
-        host_model.conditioning_to_context(sec + [[a, {}]], 1, 4096)
+        conditioning.text_inputs(sec + [[a, {}]], None, cfg, 4096)
     with pytest.raises(ValueError, match="one unit"):
-        host_model.conditioning_to_context(sec + chk, 1, 4096)
+        conditioning.text_inputs(sec + chk, None, cfg, 4096)
     with pytest.raises(ValueError, match="conditioning_1 at 3"):
         schedule(schedule_node, "chunk", (3.0, 1.0, 2.0, 3.0), conditioning_1=[[a, {}]])
     with pytest.raises(ValueError, match="connect at least"):

@@ -10,6 +10,7 @@ from vace_helpers import random_control, vace_model, without_vace
 
 from histream_core import CausalWanModel, HiStreamPipeline
 from histream_core.masks import anchor_window_mask, block_causal_mask
+from histream_core.memory import cache_bytes, vace_cache_bytes
 from histream_core.vace import VaceControl, VaceInput, pack_mask, resize_packed_mask, unpack_mask, vace_text_cache
 
 CHUNK = 3
@@ -128,7 +129,31 @@ def test_control_changes_output_strength_zero_and_none_are_plain():
     assert torch.equal(plain, bare)
     assert torch.equal(zero, plain)
     assert rel_err(controlled, plain) > 1e-2
-    assert pipe.vace_caches == {} and pipe.control is None  # VACE caches exist only during a run
+    # VACE caches exist only during a run
+    assert pipe.low.vace_cache is None and pipe.high.vace_cache is None and pipe.control is None
+
+
+def test_cache_nbytes_counts_the_vace_caches_before_the_run():
+    """The planned KV bytes (logged before the run and quoted by the OOM message) include the VACE caches already
+    before the run, equal what the run allocates, and agree with the memory planner's count."""
+    model, cfg = vace_model(), video_config("histream", num_frames=45, window_chunks=1)
+    control = random_control(cfg.latent_frames, cfg.latent_size, entries=2, strengths=[1.0, 0.5])
+    pipe = HiStreamPipeline(model, cfg)
+    plain, planned = pipe.cache_nbytes(), pipe.cache_nbytes(control)
+    main = sum(cache_bytes(model.config, cfg, bytes_per_elem=4).values())
+    assert plain == main
+    assert planned == main + vace_cache_bytes(model.config, cfg, 2, 2, bytes_per_elem=4) > plain
+    allocated = set()
+
+    def spy(info):
+        caches = (r.cache for r in (pipe.low, pipe.high)), (r.vace_cache for r in (pipe.low, pipe.high))
+        allocated.add(sum(c.nbytes for group in caches for c in group if c is not None))
+        assert pipe.cache_nbytes() == planned  # the same number during the run
+
+    with torch.no_grad():
+        pipe.generate(context(model), seed=1, control=control, callback=spy)
+    assert allocated == {planned}
+    assert pipe.cache_nbytes() == plain  # after the run: no control, no VACE caches
 
 
 def test_batch_of_two_with_two_controls_equals_single_runs():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from comfy_host import load_pack
 from comfy_test_nodes import fake_wan_text
-from nodes_support import TINY, tiny_state_dict, write_comfy_safetensors
+from nodes_support import TINY, run_pack_nodes, tiny_state_dict, write_comfy_safetensors
 from safetensors.torch import save_file
 from test_workflows_server import random_wan21_vae
 from vace_helpers import tiny_vace_tensors
@@ -79,12 +79,12 @@ def host(comfy_modules, tmp_path_factory):
 
 
 def glue(pack):
-    return importlib.import_module(pack.__name__ + ".nodes.control")
+    return importlib.import_module(pack.__name__ + ".nodes.conditioning")
 
 
 def load(pack, vace_file):
-    return pack.NODE_CLASS_MAPPINGS["LoadHiStreamModel"]().load("vace_test_main.safetensors", "default", "sdpa",
-                                                                  vace_file)[0]
+    return pack.NODE_CLASS_MAPPINGS["LoadHiStreamModel"]().load(
+        model_name="vace_test_main.safetensors", weight_dtype="default", attention="sdpa", vace_model=vace_file)[0]
 
 
 def with_strength(positive, strength):
@@ -105,11 +105,7 @@ def vace_conditioning(vae, strength=1.0, seed=3):
 
 
 def run_nodes(pack, patcher, positive):
-    m = pack.NODE_CLASS_MAPPINGS
-    cache, latent = m["AnchorCacheChunker"]().plan(SIZE, SIZE, FRAMES, 1, 3, 3, 1, "cache_relative")
-    (steps,) = m["SparseStepSampler"]().build("HiStream", 5.0, 4, 2, 4, 2)
-    (low,) = m["LowResDenoise"]().stage(patcher, positive, cache, steps, latent, 7, 0.5)
-    return m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass")[0]["samples"]
+    return run_pack_nodes(pack, patcher, positive, size=SIZE, frames=FRAMES, counts=(4, 2, 4, 2))["samples"]
 
 
 @pytest.mark.comfy

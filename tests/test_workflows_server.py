@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nodes_support
 import pytest
 import torch
 from nodes_support import saved_latent, tiny_state_dict, write_comfy_safetensors, write_lora, write_self_forcing_pt
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from vace_helpers import tiny_vace_tensors, write_control_video
 from workflow_convert import ui_to_api
 
@@ -133,20 +134,26 @@ def test_shipped_workflow_runs_to_a_video_file(server, path):
         assert float(stream.average_rate) == 16.0
 
 
-def test_vace_workflow_control_changes_the_video(server):
-    """The shipped VACE workflow's latent with its control differs from the same graph without WanVaceToVideo."""
+def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_modules):
+    """The shipped VACE workflow's latent equals the same run straight through the core (the control the graph's
+    WanVaceToVideo made, mapped as the host maps it), and differs from the same graph without WanVaceToVideo."""
     api = tiny_api(server, WORKFLOWS[0].parent / "histream_vace_control_1080p.json")
     ids = {n["class_type"]: nid for nid, n in api.items()}
     api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
                                                         "filename_prefix": "histream_test/vace_on"}}
+    api["91"] = {"class_type": "HiStreamTestSaveConditioning",
+                 "inputs": {"conditioning": [ids["WanVaceToVideo"], 0], "filename": "vace_conditioning"}}
     for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
         del api[nid]
     with_control = saved_latent(server, server.run(api, timeout=600), "90")
+    saved = load_file(str(server.output_dir / "vace_conditioning.safetensors"))
+    want = nodes_support.core_vace_run(api, ids, saved, comfy_modules.latent_formats.Wan21())
+    assert torch.allclose(with_control, want, atol=1e-5, rtol=1e-5), (with_control - want).abs().max()
     low = api[ids["LowResDenoise"]]["inputs"]
     assert low["positive"][0] == ids["WanVaceToVideo"]
     low["positive"] = [ids["HiStreamTestConditioning"], 0]  # the text alone: no control
     api["90"]["inputs"]["filename_prefix"] = "histream_test/vace_off"
+    del api["91"]
     without = saved_latent(server, server.run(api, timeout=600), "90")
     assert with_control.shape == without.shape == (1, 16, 3, 8, 8)
-    assert torch.isfinite(with_control).all()
     assert (with_control - without).norm() > 1e-2 * without.norm()

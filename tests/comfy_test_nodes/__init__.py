@@ -1,4 +1,5 @@
-"""Test-only ComfyUI nodes (never shipped): Wan-shaped text conditioning without the 5.7B umT5 encoder."""
+"""Test-only ComfyUI nodes (never shipped): Wan-shaped text conditioning without the 5.7B umT5 encoder, and a
+saver for what a CONDITIONING carries (to rebuild a graph's run in the core)."""
 
 import torch
 
@@ -88,5 +89,38 @@ class HiStreamTestSigmas:
         return (torch.tensor([float(v) for v in values.split(",")]),)
 
 
-NODE_CLASS_MAPPINGS = {"HiStreamTestPoison": HiStreamTestPoison, "HiStreamTestSigmas": HiStreamTestSigmas,
-                       "HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestAttnPatch": HiStreamTestAttnPatch}
+class HiStreamTestSaveConditioning:
+    """Writes the first entry of a CONDITIONING (its tensor and WanVaceToVideo's vace_* lists) to
+    output/<filename>.safetensors as `cond`, `vace_frames.<i>`, `vace_mask.<i>`, `vace_strength`."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",), "filename": ("STRING", {"default": "cond"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "HiStream/testing"
+
+    def save(self, conditioning, filename):
+        import os
+
+        import folder_paths
+        from safetensors.torch import save_file
+
+        cond, opts = conditioning[0]
+        out = {"cond": cond.contiguous()}
+        for key in ("vace_frames", "vace_mask"):
+            for i, t in enumerate(opts.get(key) or []):
+                out[f"{key}.{i}"] = t.contiguous()
+        if opts.get("vace_strength") is not None:
+            out["vace_strength"] = torch.tensor([float(s) for s in opts["vace_strength"]])
+        save_file(out, os.path.join(folder_paths.get_output_directory(), f"{filename}.safetensors"))
+        return ()
+
+
+NODE_CLASS_MAPPINGS = {
+    "HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestSaveConditioning": HiStreamTestSaveConditioning,
+    "HiStreamTestAttnPatch": HiStreamTestAttnPatch, "HiStreamTestPoison": HiStreamTestPoison,
+    "HiStreamTestSigmas": HiStreamTestSigmas,
+}
