@@ -21,6 +21,7 @@ import torch
 
 from .cache import KVCache, TextCache
 from .config import HiStreamConfig
+from .finite import check_input, check_step
 from .guidance import paired_context
 from .kv_quant import FP8
 from .model import CausalWanModel
@@ -193,7 +194,10 @@ class HiStreamPipeline:
                              f"use the Wan text encoder (umT5-XXL) output")
         if context.shape[0] not in (1, b):
             raise ValueError(f"text context batch {context.shape[0]} does not match batch_size {b} (or 1)")
-        return context
+        if context.shape[1] == 0:
+            raise ValueError("the text context has 0 tokens: encode a prompt (an empty prompt still gives tokens)")
+        return check_input(context, "the text context", "re-encode the prompt (fp16 text encoders can overflow: "
+                                                         "use bf16/fp32)")
 
     def _check_control(self, control: VaceControl | None) -> None:
         if control is None:
@@ -250,6 +254,7 @@ class HiStreamPipeline:
             elif i > 0:
                 x = (1 - s) * x0 + s * self._next_noise(x, x0, sig[i - 1], noise, frames, res)
             x0 = self._predict(x, s, text, res, start)
+            check_step(x0, k, i, res.name, self.model.compute_dtype)  # one scalar sync per step
             self._steps_done += 1
             if callback:
                 callback(StepInfo("denoise", k, i, self._steps_done, total, res.name, s, x, x0))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..histream_core import HiStreamConfig, PromptSchedule
+from ..histream_core.finite import check_input
 from ..histream_core.prompt_schedule import PromptScheduleError, build_prompt_schedule
 from ..histream_core.vace import MASK_CHANNELS, VaceControl
 
@@ -45,6 +46,7 @@ def text_inputs(positive: list, negative: list | None, cfg: HiStreamConfig, text
     negative as one context when `cfg` is guided (else None)."""
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect CLIPTextEncode (Wan umT5 text encoder)")
+    _check_text(positive, "positive")
     if any(START_KEY in opts for _, opts in positive):  # from HiStream Prompt Schedule
         context = _prompt_schedule(positive, cfg, text_dim)
     else:
@@ -56,8 +58,21 @@ def text_inputs(positive: list, negative: list | None, cfg: HiStreamConfig, text
         if any(START_KEY in opts for _, opts in negative):
             raise ValueError("the negative prompt cannot be a HiStream Prompt Schedule: connect a plain text "
                              "encode (one negative is used for every chunk)")
+        _check_text(negative, "negative")
         neg = joined_context(negative, cfg.batch_size, text_dim)
     return TextInputs(context, neg)
+
+
+def _check_text(entries: list, role: str) -> None:
+    """No empty or non-finite text reaches the model (NaN compares false, so it would pass every other check and
+    come back as a black video)."""
+    for i, (cond, _opts) in enumerate(entries):
+        where = f"the {role} CONDITIONING" + (f" (entry {i + 1} of {len(entries)})" if len(entries) > 1 else "")
+        if cond.ndim == 3 and cond.shape[1] == 0:
+            raise ValueError(f"{where} has 0 text tokens: encode a prompt with CLIPTextEncode (an empty prompt "
+                             f"still gives tokens)")
+        check_input(cond, where, "re-encode the prompt; NaN/inf text usually comes from an fp16 text encoder "
+                                 "overflow: load the umt5_xxl encoder in bf16/fp32 (CLIPLoader) or its fp8 file")
 
 
 def joined_context(entries: list, batch: int, text_dim: int) -> torch.Tensor:
@@ -115,7 +130,8 @@ def vace_control(patcher, positive: list, cfg: HiStreamConfig) -> VaceControl | 
     if getattr(patcher.model.diffusion_model, "vace_blocks", None) is None:
         raise ValueError("the conditioning carries VACE control (WanVaceToVideo) but the MODEL has no VACE blocks: "
                          "choose a VACE module in Load HiStream Model's vace_model input")
-    frames = [f.float() for f in opts["vace_frames"]]
+    frames = [check_input(f.float(), f"VACE control video {i + 1} (WanVaceToVideo)", "check the control video and "
+                          "its preprocessor; re-encode it with the Wan VAE") for i, f in enumerate(opts["vace_frames"])]
     masks = [torch.ones(f.shape[0], MASK_CHANNELS, *f.shape[2:]) if m is None else m.float()
              for f, m in zip(frames, opts.get("vace_mask") or [None] * len(frames))]
     strengths = [float(s) for s in opts.get("vace_strength") or [1.0] * len(frames)]

@@ -12,7 +12,7 @@ from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, Sched
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
 from ..histream_core.schedule import build_step_plan
 from ..histream_core.vace import VaceControl
-from . import host_model, stream_decode
+from . import host_model, partial_save, stream_decode
 from .conditioning import TextInputs, text_inputs, vace_control
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
@@ -145,13 +145,45 @@ def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
 
 
 def load_with_room_for_caches(plan: RunPlan, vae) -> None:
-    """ComfyUI's model management makes room for the weights and the run's caches (and the VAE's decode)."""
+    """ComfyUI's model management makes room for the weights and the run's caches (and the VAE's decode); then the
+    preflight refuses a run that still does not fit, before any of its buffers exists."""
+    cfg, reserve = plan.config, 0
     if vae is None:
         host_model.load_for_sampling(plan.patcher, plan.device_bytes)
     else:
-        reserve = stream_decode.decode_reserve_bytes(vae, plan.config.batch_size, plan.config.latent_size,
-                                                     plan.config.chunk_frames)
+        reserve = stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
         stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve)
+    outputs = 4 * cfg.batch_size * 16 * cfg.latent_frames * cfg.latent_size[0] * cfg.latent_size[1]  # the LATENT
+    if vae is not None:
+        outputs += 4 * cfg.batch_size * cfg.num_frames * cfg.height * cfg.width * 3  # the decoded IMAGE
+    wan = host_model.wan_config_of(plan.patcher.model.diffusion_model)
+    host_model.check_room_for_run(plan.patcher, wan, cfg, plan.device_bytes + reserve, outputs)
+
+
+def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> str:
+    """After a Stop or an error: save the finished chunks (and their decoded frames) where stock LoadLatent can read
+    them; returns a sentence for the message ('' when nothing was finished)."""
+    if not chunks:
+        return ""
+    cfg = plan.config
+    frames = None if decoder is None or decoder.video is None else decoder.video[:, :decoder.written]
+    try:
+        path = partial_save.save_partial(host_model.to_raw_latent(plan.patcher, torch.cat(chunks, dim=2)),
+                                         len(chunks), cfg.num_chunks, frames)
+    except Exception as exc:  # noqa: BLE001 - a failed save must not hide the run's own error
+        log.error("HiStream: could not save the finished chunks: %s", exc)
+        return ""
+    log.warning("HiStream: stopped after %d of %d chunks; the finished chunks were saved to %s (copy it to ComfyUI's "
+                "input folder to load it with Load Latent)", len(chunks), cfg.num_chunks, path)
+    return f". The {len(chunks)} finished chunk(s) of {cfg.num_chunks} were saved to {path}"
+
+
+def with_note(exc: Exception, note: str) -> Exception:
+    """The same error with a sentence appended (a plain RuntimeError where its type takes other arguments)."""
+    try:
+        return type(exc)(f"{exc}{note}")
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{exc}{note}")
 
 
 def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder) -> list[torch.Tensor]:
@@ -167,10 +199,15 @@ def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder) -> list[t
             chunks.append(chunk.latent)
             frames = None if decoder is None else decoder.decode(host_model.to_raw_latent(patcher, chunk.latent))
             progress.chunk_done(chunk.latent, frames)
-    except host_model.OOM_ERRORS as exc:
-        raise type(exc)(f"HiStream ran out of GPU memory ({pipeline.cache_nbytes(plan.control) / 2**30:.1f} GiB of "
-                        f"KV cache planned): lower window_chunks, batch_size or the resolution, load the weights as "
-                        f"fp8_e4m3fn, or leave the vae input empty and decode with VAEDecodeTiled") from exc
+    except BaseException as exc:  # Stop (a BaseException on newer hosts), out of memory, a non-finite step
+        kept = keep_finished_chunks(plan, chunks, decoder)
+        if host_model.is_out_of_memory(exc):
+            raise MemoryError(f"HiStream ran out of memory on {patcher.load_device} "
+                              f"({pipeline.cache_nbytes(plan.control) / 2**30:.1f} GiB of KV cache planned): lower "
+                              f"window_chunks, batch_size or the resolution, {host_model.MEMORY_FIXES}{kept}") from exc
+        if kept and not host_model.is_interrupt(exc) and isinstance(exc, Exception):
+            raise with_note(exc, kept) from exc
+        raise
     finally:
         stream.close()
         if decoder is not None:

@@ -10,13 +10,43 @@ import latent_preview
 import torch
 
 from ..histream_core import CausalWanModel, WanConfig
-from ..histream_core.memory import run_bytes, vace_cache_bytes
+from ..histream_core.memory import cheaper_plans, check_fits, run_bytes, vace_cache_bytes
 from ..histream_core.vace import VaceControl
 from . import host_patches, stream_decode
 from .loader_node import ATTENTION_KEY
 
 log = logging.getLogger("histream")
 OOM_ERRORS = (torch.cuda.OutOfMemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
+CPU_OOM_WORDS = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")  # torch's CPU allocator
+MEMORY_FIXES = ("or leave the vae input empty and decode with VAEDecodeTiled, or load the weights as fp8_e4m3fn, or "
+                "set the chunker's cache_dtype to fp8_e4m3fn")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OOM type, or torch's CPU allocator failing (a RuntimeError), are the same thing to a user."""
+    return isinstance(exc, OOM_ERRORS) or (isinstance(exc, RuntimeError) and any(
+        w in str(exc) for w in CPU_OOM_WORDS))
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, comfy.model_management.InterruptProcessingException)
+
+
+def check_room_for_run(patcher, wan: WanConfig, cfg, need_bytes: int, output_bytes: int) -> None:
+    """The memory preflight, after `load_models_gpu` made room: the run's planned device bytes against the host's
+    free memory on the load device (which counts torch's cached blocks), and the outputs (LATENT, decoded frames)
+    against the intermediate device's; refuse with the estimate and the fixes that fit, before any buffer exists."""
+    device = patcher.load_device
+    out_device = comfy.model_management.intermediate_device()
+    elem = 4 if compute_dtype(patcher).itemsize == 4 else 2
+    fixes = cheaper_plans(wan, cfg, elem)
+    if torch.device(out_device).type == torch.device(device).type:
+        need_bytes += output_bytes  # one memory holds both (CPU runs)
+    else:
+        check_fits(output_bytes, int(comfy.model_management.get_free_memory(out_device)), f"{out_device} (outputs)",
+                   others="lower frames, batch_size or the resolution")
+    check_fits(need_bytes, int(comfy.model_management.get_free_memory(device)), str(device), fixes,
+               others=MEMORY_FIXES)
 
 
 def wan_config_of(diffusion_model) -> WanConfig:
