@@ -3,6 +3,8 @@ and a MODEL from the stock "Load Diffusion Model" path."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from comfy_test_nodes import fake_wan_text
@@ -98,3 +100,32 @@ def test_an_interrupt_that_derives_from_base_exception_still_releases(pack, patc
     monkeypatch.undo()
     out = run_graph(pack, patcher, "HiStream", frames=9)
     assert torch.isfinite(out["samples"]).all()
+
+
+def test_a_stop_at_chunk_k_keeps_exactly_chunks_before_it(pack, patcher, comfy_modules):
+    """Stop during chunk 2 (of 3): a .latent in the output folder holds exactly chunks 0 and 1, equal to the same
+    chunks of an uninterrupted run, in stock SaveLatent's layout; a successful run leaves no such file."""
+    from safetensors.torch import load_file
+
+    mm, out_dir = comfy_modules.model_management, comfy_modules.folder_paths.get_output_directory()
+    partial = lambda: set(Path(out_dir).rglob("*.latent"))
+    before = partial()
+    full = run_graph(pack, patcher, "HiStream", frames=33)["samples"]  # 9 latent frames: 3 chunks of 3
+    assert partial() == before  # success leaves nothing behind
+    steps_per_chunk = 4
+
+    def hook(v, total, preview, node_id=None):
+        if v == 2 * steps_per_chunk + 1:  # the first step of chunk 2
+            mm.interrupt_current_processing(True)
+
+    comfy_modules.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_graph(pack, patcher, "HiStream", frames=33)
+    finally:
+        comfy_modules.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    (path,) = partial() - before
+    saved = load_file(str(path))
+    assert "chunks-2-of-3" in path.name and "latent_format_version_0" in saved  # LoadLatent reads it unscaled
+    assert torch.equal(saved["latent_tensor"], full[:, :, :6])
