@@ -5,15 +5,33 @@ from __future__ import annotations
 import torch
 
 from ..histream_core.config import POSITION_MODES, SAMPLERS
+from ..histream_core.recipes import RECIPES, VARIANTS, label, recipe_plan, step_counts
 from ..histream_core.schedule import ScheduleError, build_step_plan
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
 MAX_SIDE = 8192
+MAX_WINDOW = 10000  # the chunker's largest window: covers any video (= the full cache)
 STEP_PRESETS = {  # name → (first steps, first low, later steps, later low)
     "HiStream": (4, 2, 4, 2),
     "HiStream+": (4, 2, 2, 1),
     "Self-Forcing full-res": (4, 0, 4, 0),
+    **{label(n, v): step_counts(n, v) for n in RECIPES for v in VARIANTS},  # the model families' recipes
 }
+
+
+def _cache_presets() -> dict[str, tuple[int, int, int, str]]:
+    """name → (chunk_frames, anchor_frames, window_chunks, position_mode): each family's own window, and HiStream's."""
+    out = {}
+    for n in RECIPES:
+        for v, suffix in (("native", ""), ("histream", " + HiStream window")):
+            p = recipe_plan(n, v)
+            window = MAX_WINDOW if p["window_chunks"] is None else p["window_chunks"]
+            out[label(n) + suffix] = (p["chunk_frames"], p["anchor_frames"], window, p["position_mode"])
+    return out
+
+
+CACHE_PRESETS = _cache_presets()
+CUSTOM = "custom"
 
 
 class AnchorCacheChunker:
@@ -40,6 +58,13 @@ class AnchorCacheChunker:
             "position_mode": (list(POSITION_MODES), {
                 "tooltip": "cache_relative: cached keys are rotated by their place in the cache (any length). "
                            "absolute: Self-Forcing's absolute frame positions (≤ 1024 latent frames)."}),
+        }, "optional": {
+            "preset": ([CUSTOM] + list(CACHE_PRESETS), {
+                "default": CUSTOM,
+                "tooltip": "A model family's own chunk size and window (it replaces chunk_frames, anchor_frames, "
+                           "window_chunks and position_mode): Causal Forcing(++) full cache, LongLive sink 3 + 2 "
+                           "chunks (its local attention of 12 frames), Krea 14B first frame + 1 chunk; '+ HiStream "
+                           "window' bounds a full cache to anchor 3 + 3 frames. custom: the numbers above."}),
         }}
 
     RETURN_TYPES = (CACHE_TYPE, "LATENT")
@@ -62,7 +87,13 @@ class AnchorCacheChunker:
             return f"frames must be 1 + 4k (the Wan VAE packs 4 frames per latent frame): use {lo} or {lo + 4}"
         return True
 
-    def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode):
+    def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode,
+             preset=CUSTOM):
+        if preset != CUSTOM:
+            if preset not in CACHE_PRESETS:
+                raise ValueError(f"AnchorCacheChunker: preset {preset!r} is unknown; choose one of "
+                                 f"{[CUSTOM, *CACHE_PRESETS]}")
+            chunk_frames, anchor_frames, window_chunks, position_mode = CACHE_PRESETS[preset]
         plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
                          position_mode)
         # an empty video latent: only its shape is used, so a broadcast zero (no memory for long videos)
@@ -76,7 +107,9 @@ class SparseStepSampler:
         return {"required": {
             "preset": (list(STEP_PRESETS) + ["custom"], {
                 "tooltip": "HiStream: 2 low-res + 2 high-res steps per chunk. HiStream+: first chunk 2+2, later "
-                           "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). custom: the numbers below."}),
+                           "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). A model family's name: "
+                           "its own steps (Causal Forcing++: 4 on the first frame, then 2 or 1), '+ HiStream' / "
+                           "'+ HiStream+' with DRC on top (shift 5 for all). custom: the numbers below."}),
             "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
                                 "tooltip": "Timestep shift (Self-Forcing: 5). A ModelSamplingSD3 patch on the MODEL "
                                            "overrides it."}),

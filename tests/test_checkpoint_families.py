@@ -165,3 +165,21 @@ def test_a_lora_file_as_the_model_names_the_lora_input(tmp_path):
     torch.save(longlive_lora_pt(peft_lora(TINY, rank=4, device="cpu"), trainer=True), tmp_path / "lora.pt")
     msg = refusal(load_wan_state_dict, tmp_path / "lora.pt")
     assert "generator_lora" in msg and "longlive_base.pt" in msg
+
+
+# ---- memory at 14B / 1080p -----------------------------------------------------------------------------------------
+def test_krea_14b_at_1080p_is_refused_with_the_fix():
+    import pytest
+
+    from histream_core.memory import InsufficientMemoryError, cache_bytes, check_fits, cheaper_plans, run_bytes
+    from histream_core.recipes import recipe_config
+
+    cfg = recipe_config("krea_realtime_14b", width=1920, height=1088, num_frames=81)
+    # anchor 1 + window 3 + current 3 frames, 8160 tokens each, K and V, 40 layers of 5120, bf16
+    assert cache_bytes(C14, cfg) == {"high": 7 * 8160 * 2 * 40 * 5120 * 2}
+    need, fixes = run_bytes(C14, cfg), cheaper_plans(C14, cfg)
+    with pytest.raises(InsufficientMemoryError, match=r"960x544 \(≈ 12.5 GiB\)"):
+        check_fits(need, 40 * 2**30, "cuda:0", fixes)  # an 80 GB card after 26.6 GiB of bf16 weights and more
+    check_fits(need, 50 * 2**30, "cuda:0", fixes)
+    full = recipe_config("causal_forcing_chunkwise", width=1920, height=1088, num_frames=81)
+    assert "window_chunks 1" in dict(cheaper_plans(WanConfig.preset("1.3B"), full))  # a full cache has a fix too
