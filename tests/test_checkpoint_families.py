@@ -4,6 +4,7 @@ one clear error per malformed variant."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from checkpoint_factory import (
     LORA_MODULES,
@@ -19,6 +20,8 @@ from safetensors.torch import save_file
 from histream_core.config import WanConfig
 from histream_core.loading import CheckpointError, load_wan_state_dict, to_canonical_wan, validate_t2v
 from histream_core.lora_merge import LoraPair, load_lora_pairs, lora_pairs, merge_lora, unwrap_lora
+from histream_core.memory import InsufficientMemoryError, cache_bytes, check_fits, cheaper_plans, run_bytes
+from histream_core.recipes import recipe_config
 
 C13, C14, TINY = (WanConfig.preset(n) for n in ("1.3B", "14B", "tiny"))
 
@@ -169,11 +172,6 @@ def test_a_lora_file_as_the_model_names_the_lora_input(tmp_path):
 
 # ---- memory at 14B / 1080p -----------------------------------------------------------------------------------------
 def test_krea_14b_at_1080p_is_refused_with_the_fix():
-    import pytest
-
-    from histream_core.memory import InsufficientMemoryError, cache_bytes, check_fits, cheaper_plans, run_bytes
-    from histream_core.recipes import recipe_config
-
     cfg = recipe_config("krea_realtime_14b", width=1920, height=1088, num_frames=81)
     # anchor 1 + window 3 + current 3 frames, 8160 tokens each, K and V, 40 layers of 5120, bf16
     assert cache_bytes(C14, cfg) == {"high": 7 * 8160 * 2 * 40 * 5120 * 2}
