@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from histream_core.config import WanConfig
 from histream_core.loading import CheckpointError, load_wan_state_dict, to_canonical_wan, validate_t2v
 from histream_core.lora_merge import LoraPair, load_lora_pairs, lora_pairs, merge_lora, unwrap_lora
-from histream_core.memory import InsufficientMemoryError, cache_bytes, check_fits, cheaper_plans, run_bytes
+from histream_core.memory import InsufficientMemoryError, cache_bytes, cheaper_plans, check_fits, run_bytes
 from histream_core.recipes import recipe_config
 
 C13, C14, TINY = (WanConfig.preset(n) for n in ("1.3B", "14B", "tiny"))
