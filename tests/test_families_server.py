@@ -96,3 +96,43 @@ def test_longlive_presets_run_the_longlive_recipe(server, weights, lora, wan21_f
     with torch.no_grad():
         want = wan21_format.process_out(HiStreamPipeline(model.eval(), cfg).generate(fake_wan_text(1, 8, 1), seed=5))
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
+
+
+STOCK_FILES = {  # file → (writer, whether stock Load Diffusion Model reads it)
+    "tiny_cf_chunkwise.pt": ("causal_forcing", False),  # {generator_ema, generator}: the host sees two entries
+    "tiny_cf_framewise-causal_ar.safetensors": ("causal_ar", True),  # core's repack (metadata causal_ar)
+    "tiny_longlive_generator_only.pt": ("longlive", True),  # {generator}: the host unwraps a one-entry dict
+    BASE: (None, False),  # {generator, critic}
+    "tiny_krea_bare.safetensors": ("bare", True),  # bare Wan names
+}
+
+
+def test_which_formats_stock_load_diffusion_model_reads(server, weights):
+    """Stock UNETLoader on each family's layout: where it loads, its MODEL gives our loader's output bitwise."""
+    from checkpoint_factory import causal_forcing_pt
+    from safetensors.torch import save_file
+
+    dm = server.model_dir("diffusion_models")
+    for name, (kind, _) in STOCK_FILES.items():
+        if kind == "causal_forcing":
+            torch.save(causal_forcing_pt(weights), dm / name)
+        elif kind == "longlive":
+            torch.save(longlive_base_pt(weights), dm / name)
+        elif kind == "causal_ar":
+            save_file({f"model.diffusion_model.{k}": v for k, v in weights.items()}, str(dm / name),
+                      metadata={"config": '{"transformer": {"causal_ar": true}}'})
+        elif kind == "bare":
+            save_file(weights, str(dm / name))
+    server.object_info(refresh=True)
+    ours = saved_latent(server, server.run(histream_prompt(BASE, seed=6)))
+    for name, (_, readable) in STOCK_FILES.items():
+        assert torch.equal(saved_latent(server, server.run(histream_prompt(name, seed=6))), ours), name
+        prompt = histream_prompt(name, seed=6)
+        prompt["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}}
+        try:
+            stock = saved_latent(server, server.run(prompt))
+        except (QueueError, WorkflowError):
+            assert not readable, f"stock Load Diffusion Model failed on {name}"
+            continue
+        assert readable, f"stock Load Diffusion Model read {name}"
+        assert torch.equal(stock, ours), name
