@@ -136,3 +136,25 @@ def test_which_formats_stock_load_diffusion_model_reads(server, weights):
             continue
         assert readable, f"stock Load Diffusion Model read {name}"
         assert torch.equal(stock, ours), name
+
+
+def test_every_family_preset_in_process(pack):
+    """Each chunker preset is the recipe's window (full cache = the largest window); each sampler preset builds the
+    recipe's step plan; an unknown preset names the choices."""
+    from histream_core.recipes import RECIPES, VARIANTS, label, recipe_plan
+    from histream_core.schedule import build_step_plan
+
+    m = pack.NODE_CLASS_MAPPINGS
+    for name in RECIPES:
+        for variant in VARIANTS:
+            (spec,) = m["SparseStepSampler"]().build(label(name, variant), 5.0, 1, 0, 1, 0)
+            counts = (spec.first_steps, spec.first_low, spec.later_steps, spec.later_low)
+            assert build_step_plan(*counts) == recipe_plan(name, variant)["steps"], (name, variant)
+        for variant, suffix in (("native", ""), ("histream", " + HiStream window")):
+            plan, _ = m["AnchorCacheChunker"]().plan(64, 64, 9, 1, 2, 0, 7, "cache_relative", label(name) + suffix)
+            want = recipe_plan(name, variant)
+            assert (plan.chunk_frames, plan.anchor_frames, plan.position_mode) == (
+                want["chunk_frames"], want["anchor_frames"], want["position_mode"])
+            assert plan.window_chunks == (want["window_chunks"] or 10000)
+    with pytest.raises(ValueError, match="LongLive-1.3B"):
+        m["AnchorCacheChunker"]().plan(64, 64, 9, 1, 3, 3, 1, "cache_relative", "LongLive")
