@@ -55,9 +55,17 @@ def test_longlive_peft_lora_at_1_3b_rank_256():
     assert {p.rank for p in pairs} == {256} and {p.scale for p in pairs} == {1.0}  # r = α: PEFT stores no alpha
     targets = {p.target for p in pairs}
     assert "blocks.29.ffn.2.weight" in targets and "blocks.0.cross_attn.o.weight" in targets
-    shapes = {k: tuple(v.shape) for k, v in wan_state_dict(C13).items()}
-    for p in pairs:
-        assert shapes[p.target] == (p.up.shape[0], p.down.shape[1]), p.target
+    base = wan_state_dict(C13)
+    merged = merge_lora(base, pairs)  # on meta: checks every target and shape at the real size
+    assert merged.keys() == base.keys()
+    assert all(merged[k].shape == base[k].shape and merged[k].dtype == base[k].dtype for k in base)
+
+
+def test_longlive_base_layout_maps_at_1_3b():
+    from histream_core.loading import unwrap_checkpoint
+
+    raw = longlive_base_pt(wan_state_dict(C13), critic=wan_state_dict(C13))
+    assert validate_t2v(to_canonical_wan(unwrap_checkpoint(raw))) == C13
 
 
 # ---- tiny values on disk -------------------------------------------------------------------------------------------
