@@ -68,6 +68,24 @@ def test_workflow_nodes_exist_and_links_are_typed(server, path):
     assert any(n["type"] == "Note" for n in wf["nodes"]), "each workflow explains its stages in a Note"
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_sockets_are_the_node_definitions(server, path):
+    """Each node lists every socket of its definition in order (tools/make_workflows.py sizes nodes from them, as the
+    frontend does), and its outputs are the definition's."""
+    from workflow_convert import _is_widget
+
+    info = server.object_info()
+    for n in json.loads(path.read_text())["nodes"]:
+        if n["type"] in VIRTUAL:
+            continue
+        spec, order = info[n["type"]]["input"], info[n["type"]].get("input_order", {})
+        sockets = [(name, group[name][0]) for kind in ("required", "optional")
+                   for group in [spec.get(kind) or {}] for name in order.get(kind) or list(group)
+                   if not _is_widget(group[name])]
+        assert [(i["name"], i["type"]) for i in n["inputs"]] == sockets, (path.name, n["type"])
+        assert [o["type"] for o in n["outputs"]] == list(info[n["type"]]["output"]), (path.name, n["type"])
+
+
 def tiny_api(server, path: Path) -> dict:
     """UI → API, then: tiny sizes, test model files, test conditioning in place of the umT5 text encoder."""
     api = ui_to_api(json.loads(path.read_text()), server.object_info())

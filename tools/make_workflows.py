@@ -1,18 +1,40 @@
 """Writes the shipped UI-format workflows in workflows/ (run: python -m tools.make_workflows).
 
 Graphs are described once here so that every workflow stays consistent (links, types, widget order); the JSON
-files are what users drag onto the canvas.
+files are what users drag onto the canvas. Each node goes into a stage column (a titled group); positions, group
+boxes and the saved view are computed from the node sizes, which follow the frontend's own sizing rule (see
+node_size), so that nothing overlaps and the whole graph is in view when a file opens (tests/test_workflows_browser.py
+checks this in the real frontend).
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 from pathlib import Path
 
 from histream_toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, TOY_SAMPLER, TOY_SHIFT, TOY_STEPS, TOY_WINDOW
 
-OUT = Path(__file__).resolve().parent.parent / "workflows"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "workflows"
 
+
+def display_names() -> dict[str, str]:
+    """The pack's NODE_DISPLAY_NAME_MAPPINGS, read from nodes/__init__.py without importing it (that needs the host)."""
+    tree = ast.parse((ROOT / "nodes" / "__init__.py").read_text())
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "NODE_DISPLAY_NAME_MAPPINGS"
+                                                for t in stmt.targets):
+            return ast.literal_eval(stmt.value)
+    raise RuntimeError("nodes/__init__.py defines no literal NODE_DISPLAY_NAME_MAPPINGS")
+
+
+TITLES = display_names()
+
+# Files the missing-models dialog offers to download (properties.models: name, url, folder). A file of the user's
+# choice (the LoRA) has no entry: the frontend's schema requires a url.
+LORA_FILE = "your_wan21_t2v_1.3B_lora.safetensors"
 MODELS = {
     "self_forcing": {"name": "self_forcing_dmd.pt", "directory": "diffusion_models",
                      "url": "https://huggingface.co/gdhe17/Self-Forcing/resolve/main/checkpoints/self_forcing_dmd.pt"},
@@ -22,7 +44,6 @@ MODELS = {
     "vae": {"name": "wan_2.1_vae.safetensors", "directory": "vae",
             "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
                    "wan_2.1_vae.safetensors"},
-    "lora": {"name": "your_wan21_t2v_1.3B_lora.safetensors", "directory": "loras"},
     "vace": {"name": "wan2.1_vace_1.3B_fp16.safetensors", "directory": "diffusion_models",
              "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
                     "diffusion_models/wan2.1_vace_1.3B_fp16.safetensors"},
@@ -31,21 +52,49 @@ MODELS = {
 PROMPT = ("A golden retriever runs along a sunlit beach at sunset, waves rolling in, cinematic tracking shot, "
           "highly detailed, 4k")
 
-NOTE = """HiStream (arXiv 2512.21338) — 1080p autoregressive video on a causal (Self-Forcing) Wan2.1-T2V-1.3B.
+def where_to_get(*keys: str) -> str:
+    """The Note's model lines: each file, its folder, and for a file the frontend cannot download (it downloads
+    only .safetensors/.sft) the address to get it from by hand."""
+    lines = []
+    for key in keys:
+        m = MODELS[key]
+        line = f"{m['name']} -> ComfyUI/models/{m['directory']}/"
+        if not m["name"].endswith((".safetensors", ".sft")):
+            line += f" (the missing-models dialog cannot download a .pt file: download it from {m['url']})"
+        lines.append(line)
+    return "Models:\n" + "\n".join(lines)
 
-Anchor Cache Chunker (temporal): the video is made chunk by chunk (3 latent frames) against a fixed anchor (the first chunk) + a sliding window of recent chunks, so time and memory per chunk stay constant for any length.
-Sparse Step Sampler (timestep): HiStream = 2 low-res + 2 high-res steps per chunk; HiStream+ = later chunks 1 + 1.
-Low-Res Denoise (spatial 1): each chunk's first steps run at half width/height (960x544) against the low-res cache.
-Cached Upsample Refine (spatial 2): upsamples that chunk, re-noises, finishes at 1920x1088 against the high-res cache, writes both caches, and runs the whole loop (progress and previews per step; Stop works).
 
-Models: self_forcing_dmd.pt -> models/diffusion_models, umt5_xxl -> models/text_encoders, wan_2.1_vae -> models/vae.
+NOTE = f"""HiStream (arXiv 2512.21338) — 1080p autoregressive video on a causal (Self-Forcing) Wan2.1-T2V-1.3B.
+The groups, left to right, follow the paper's three redundancies: temporal (Anchor-Guided Sliding Window), timestep (sparse steps), spatial (Dual-Resolution Caching, DRC: low-res steps, then upsample and refine).
+
+{TITLES["AnchorCacheChunker"]}: the video is made chunk by chunk (3 latent frames) against a fixed anchor (the first chunk) + a sliding window of recent chunks, so time and memory per chunk stay constant for any length.
+{TITLES["SparseStepSampler"]}: HiStream = 2 low-res + 2 high-res steps per chunk; HiStream+ = later chunks 1 + 1.
+{TITLES["LowResDenoise"]}: each chunk's first steps run at half width/height (960x544) against the low-res cache.
+{TITLES["CachedUpsampleRefine"]}: upsamples that chunk, re-noises, finishes at 1920x1088 against the high-res cache, writes both caches, and runs the whole loop (progress and previews per step; Stop works).
+
+{where_to_get("self_forcing", "umt5", "vae")}
 Window 1 at 1080p needs ~16 GB of KV cache (bf16): with fp8 weights it fits a 24 GB card. The public Self-Forcing weights were trained at 832x480: expect softer detail at 1080p than the paper's tuned weights."""
 
-NOTE_STREAM = """
+NOTE_STREAM = f"""
 
-Streaming decode: the VAE is connected to Cached Upsample Refine, which decodes each chunk as soon as it is finished (before the next chunk starts) and outputs the frames as IMAGE, equal to VAEDecode of its LATENT. Previews show each finished chunk's frames. The Wan VAE's own memory budget is reserved next to the model; on cards under ~48 GB at 1080p, prefer the other workflows (decode after generation)."""
+Streaming decode: the VAE is connected to {TITLES["CachedUpsampleRefine"]}, which decodes each chunk as soon as it is finished (before the next chunk starts) and outputs the frames as IMAGE, equal to VAEDecode of its LATENT. Previews show each finished chunk's frames. The Wan VAE's own memory budget is reserved next to the model; on cards under ~48 GB at 1080p, prefer the other workflows (decode after generation)."""
+SCHEDULE_PROMPTS = (
+    "A red fox trots through a snowy pine forest at dawn, soft light, cinematic tracking shot, highly detailed",
+    "The red fox reaches a frozen lake and walks onto the ice, mist rising, cinematic tracking shot",
+    "The red fox sits on the ice under a starry night sky, aurora overhead, cinematic wide shot",
+)
 
-# node type → (input slots [(name, type)], output slots [(name, type)])
+SCHEDULE_NOTE = f"""HiStream prompt schedule: a 15 s video (241 frames) whose prompt changes at 5 s and 10 s.
+
+{TITLES["HiStreamPromptSchedule"]}: each connected conditioning drives the video from its start on (unit second: 16 fps; the switch happens at the chunk holding that frame; unit chunk: chunk index, 12 frames per chunk). The first must start at 0 and starts must increase.
+At a switch the text cache is replaced and the recent window of the KV cache is re-encoded under the new prompt (LongLive-style), so the motion carries on smoothly; the anchor (the first chunk) is kept, so the subject's identity holds.
+Memory does not grow with the video length or the number of switches. HiStream+ steps keep long videos fast."""
+
+
+
+# node type → (input sockets [(name, type)], output slots [(name, type)]): every socket of the node's definition, in
+# its order (the frontend draws them all, so they set the node's height), linked or not
 SLOTS = {
     "LoadHiStreamModel": ([], [("MODEL", "MODEL")]),
     "LoraLoaderModelOnly": ([("model", "MODEL")], [("MODEL", "MODEL")]),
@@ -54,15 +103,11 @@ SLOTS = {
     "AnchorCacheChunker": ([], [("cache", "HISTREAM_CACHE"), ("latent", "LATENT")]),
     "SparseStepSampler": ([("sigmas", "SIGMAS")], [("steps", "HISTREAM_STEPS")]),
     "LowResDenoise": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("cache", "HISTREAM_CACHE"),
-                       ("steps", "HISTREAM_STEPS"), ("latent", "LATENT")], [("low_res", "HISTREAM_LOWRES")]),
-    "LowResDenoise+negative": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("cache", "HISTREAM_CACHE"),
-                                ("steps", "HISTREAM_STEPS"), ("latent", "LATENT"), ("negative", "CONDITIONING")],
-                               [("low_res", "HISTREAM_LOWRES")]),
-    "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES")], [("LATENT", "LATENT")]),
+                       ("steps", "HISTREAM_STEPS"), ("latent", "LATENT"), ("negative", "CONDITIONING")],
+                      [("low_res", "HISTREAM_LOWRES")]),
+    "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES"), ("vae", "VAE")],
+                             [("LATENT", "LATENT"), ("IMAGE", "IMAGE")]),
     "VAELoader": ([], [("VAE", "VAE")]),
-    # with streaming decode: the optional vae input and the IMAGE output in use
-    "CachedUpsampleRefine+vae": ([("low_res", "HISTREAM_LOWRES"), ("vae", "VAE")],
-                                 [("LATENT", "LATENT"), ("IMAGE", "IMAGE")]),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
@@ -80,16 +125,60 @@ SLOTS = {
                                [("positive", "CONDITIONING")]),
 }
 
+# ------------------------------------------------------------------------------------------------------- layout
+# The frontend (litegraph) sizes a node's body at least as: socket rows × 20 px, plus 24 px per widget and 14 px
+# margin (6 px without widgets); its title bar (30 px) sits above `pos`. Sizes below are that minimum or more.
+TITLE_H, SLOT_H, WIDGET_H = 30, 20, 24
+NODE_W = 280
+# larger than the minimum: room for long file names, prompt text, the video previews
+# (LoadVideo's preview of a square control video included)
+MIN_SIZE = {"LoadHiStreamModel": (320, 0), "LoraLoaderModelOnly": (320, 0), "CLIPLoader": (320, 0),
+            "VAELoader": (320, 0), "CLIPTextEncode": (320, 170), "HiStreamToyPrompt": (320, 0),
+            "SaveVideo": (280, 300), "LoadVideo": (300, 400),
+            # the longest titles: whole at the newest frontend's title font
+            "AnchorCacheChunker": (300, 0), "CachedUpsampleRefine": (300, 0)}
+GAP_Y = 30  # between a node's body and the next node's title bar
+GAP_X = 30  # between stage groups
+# a group's title band (its title, then room for the source badge the frontend draws above each node's title),
+# inner margin and title font (newer frontends draw every group title at their own 20 px)
+GROUP_TITLE, GROUP_PAD, GROUP_FONT = 52, 14, 20
+# The view the file opens with, in canvas pixels: it must fit a 1600×900 window in every frontend tested (the canvas
+# starts below the menu bar in older ones; newer ones float the menu, the side bar and the run bar over it), and
+# keep clear of the minimap that the frontend shows at the canvas's bottom right.
+VIEW_BOX = (60, 95, 1530, 810)
+MINIMAP_BOX = (1220, 555)  # from this corner to the bottom right
+# below 8 px text (the frontend's default LiteGraph.Canvas.MinFontSizeForLOD: 8 / 14 px ≈ 0.57) the frontend draws
+# nodes without their text: a workflow must open above that
+MIN_SCALE = 0.6
+
+
+def node_size(type_: str, n_widgets: int) -> list[int]:
+    ins, outs = SLOTS[type_]
+    body = max(len(ins), len(outs), 1) * SLOT_H + (14 + WIDGET_H * n_widgets if n_widgets else 6)
+    width, height = MIN_SIZE.get(type_, (NODE_W, 0))
+    return [width, max(body, height)]
+
+
+def note_size(text: str, width: int) -> list[int]:
+    """A Note tall enough for its text at the frontend's monospace font (measured ~6.6 px a character and ~10 px a
+    line; 6.8 and 11 here, with a margin)."""
+    chars = max(1, int((width - 20) / 6.8))
+    lines = sum(max(1, math.ceil(len(line) / chars)) for line in text.split("\n"))
+    return [width, lines * 11 + 30]
+
 
 class Graph:
-    def __init__(self):
-        self.nodes, self.links = [], []
+    """Nodes placed in stage columns (titled groups, left to right in data-flow order) and a Note below the middle
+    stages; positions, group boxes and the saved view come from the node sizes (:meth:`to_json`)."""
 
-    def add(self, type_, widgets, pos, size=(320, 130), models=None, title=None, slots=None):
-        ins, outs = SLOTS[slots or type_]
-        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
-                "order": len(self.nodes), "mode": 0,
-                "inputs": [{"name": n, "type": t, "link": None} for n, t in ins],
+    def __init__(self):
+        self.nodes, self.links, self.columns, self.note = [], [], {}, None
+
+    def add(self, type_, widgets, column, size=None, models=None, title=None):
+        ins, outs = SLOTS[type_]
+        node = {"id": len(self.nodes) + 1, "type": type_, "pos": [0, 0],
+                "size": list(size or node_size(type_, len(widgets))), "flags": {}, "order": len(self.nodes),
+                "mode": 0, "inputs": [{"name": n, "type": t, "link": None} for n, t in ins],
                 "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outs)],
                 "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets)}
         if models:
@@ -97,32 +186,92 @@ class Graph:
         if title:
             node["title"] = title
         self.nodes.append(node)
+        self.columns.setdefault(column, []).append(node["id"])
         return node["id"]
+
+    def add_note(self, text, title, under=None):
+        """The Note, below the columns named in `under` (default: all but the first and the last)."""
+        self.note = (text, title, under)
 
     def link(self, src, src_slot, dst, dst_name):
         s, d = self.nodes[src - 1], self.nodes[dst - 1]
         slot = next(i for i, inp in enumerate(d["inputs"]) if inp["name"] == dst_name)
         type_ = s["outputs"][src_slot]["type"]
         assert d["inputs"][slot]["type"] == type_, (s["type"], d["type"], dst_name)
+        assert d["inputs"][slot]["link"] is None, (d["type"], dst_name)
         lid = len(self.links) + 1
         self.links.append([lid, src, src_slot, dst, slot, type_])
         s["outputs"][src_slot]["links"].append(lid)
         d["inputs"][slot]["link"] = lid
 
+    def _place(self) -> tuple[list[dict], list[float]]:
+        groups, x, spans = [], 0, {}
+        for title, ids in self.columns.items():
+            width = max(self.nodes[i - 1]["size"][0] for i in ids) + 2 * GROUP_PAD
+            y = GROUP_TITLE
+            for i in ids:
+                node = self.nodes[i - 1]
+                node["pos"] = [x + GROUP_PAD, y + TITLE_H]
+                y += TITLE_H + node["size"][1] + GAP_Y
+            height = y - GAP_Y + GROUP_PAD
+            groups.append({"title": title, "bounding": [x, 0, width, height], "color": "#3f789e", "font_size": GROUP_FONT,
+                           "flags": {}})
+            spans[title] = (x, x + width, height)
+            x += width + GAP_X
+        box = [0, 0, x - GAP_X, max(g["bounding"][3] for g in groups)]
+        if self.note:
+            text, title, under = self.note
+            names = under or list(self.columns)[1:-1]
+            left, right = spans[names[0]][0], spans[names[-1]][1]
+            top = max(spans[n][2] for n in names) + GAP_Y + TITLE_H
+            note = self.add("Note", [text], "(note)", size=note_size(text, right - left), title=title)
+            self.columns.pop("(note)")
+            self.nodes[note - 1]["pos"] = [left, top]
+            box[3] = max(box[3], top + self.nodes[note - 1]["size"][1])
+        return groups, box
+
+    def _view(self, box) -> dict:
+        """Scale and offset that show the whole graph (box: x, y, w, h in graph units) inside VIEW_BOX, clear of
+        the minimap; screen = (graph + offset) × scale."""
+        x0, y0, x1, y1 = VIEW_BOX
+        scale = min(1.0, (x1 - x0) / box[2], (y1 - y0) / box[3])
+        items = [[n["pos"][0], n["pos"][1] - TITLE_H, n["size"][0], n["size"][1] + TITLE_H] for n in self.nodes]
+        while True:
+            if not any((bx + bw) * scale + x0 > MINIMAP_BOX[0] and (by + bh) * scale + y0 > MINIMAP_BOX[1]
+                       for bx, by, bw, bh in items):
+                break
+            scale *= 0.98
+        scale = math.floor(scale * 100) / 100
+        if scale < MIN_SCALE:
+            raise ValueError(f"the graph ({box[2]:.0f} x {box[3]:.0f}) needs zoom {scale} to fit the view: below "
+                             f"{MIN_SCALE} the frontend hides text; make the layout more compact")
+        return {"scale": scale, "offset": [round(x0 / scale - box[0], 1), round(y0 / scale - box[1], 1)]}
+
     def to_json(self):
+        groups, box = self._place()
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+                "links": self.links, "groups": groups, "config": {}, "extra": {"ds": self._view(box)},
+                "version": 0.4}
+
+
+# the stage groups, named after the paper's three redundancies (arXiv 2512.21338: temporal = anchor-guided sliding
+# window, timestep = sparse steps, spatial = dual-resolution caching, DRC), between where the data enters and leaves;
+# a title must fit its group's width at GROUP_FONT
+MODELS_COL = "Models and prompt"
+TEMPORAL = "Temporal: Anchor Window"
+TIMESTEP = "Timestep: Sparse Steps"
+SPATIAL_1 = "Spatial 1: Low-Res (DRC)"
+SPATIAL_2 = "Spatial 2: Refine (DRC)"
+OUTPUT_COL = "Decode and save"
 
 
 def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
-                   refine_slots: str | None = None, negative: int | None = None, cfg: float = 1.0) -> int:
+                   negative: int | None = None, cfg: float = 1.0) -> int:
     """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked;
     with `negative`, Low-Res Denoise guides with it at `cfg`."""
-    chunker_id = g.add("AnchorCacheChunker", chunker, (450, 0), size=(330, 250))
-    steps_id = g.add("SparseStepSampler", steps, (450, 290), size=(330, 220))
-    low_id = g.add("LowResDenoise", [*low, cfg], (830, 0), size=(330, 200),
-                   slots=None if negative is None else "LowResDenoise+negative")
+    chunker_id = g.add("AnchorCacheChunker", chunker, TEMPORAL)
+    steps_id = g.add("SparseStepSampler", steps, TIMESTEP)
+    low_id = g.add("LowResDenoise", [*low, cfg], SPATIAL_1)
     g.link(model, 0, low_id, "model")
     g.link(positive, 0, low_id, "positive")
     if negative is not None:
@@ -130,85 +279,102 @@ def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: li
     g.link(chunker_id, 0, low_id, "cache")
     g.link(steps_id, 0, low_id, "steps")
     g.link(chunker_id, 1, low_id, "latent")
-    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], (830, 250), size=(330, 170),
-                   slots=refine_slots)
+    refine = g.add("CachedUpsampleRefine", ["bilinear", "area", 1.0, "clean_pass"], SPATIAL_2)
     g.link(low_id, 0, refine, "low_res")
     return refine
 
 
-def decode_to_video(g: Graph, refine: int, vae: int) -> int:
-    """Stock VAEDecode of the refine node's LATENT → CreateVideo at 16 fps (returned)."""
-    decode = g.add("VAEDecode", [], (1210, 0))
+def decode_to_video(g: Graph, refine: int, vae: int | None, prefix: str, decode_type: str = "VAEDecode") -> None:
+    """VAE decode of the refine node's LATENT → CreateVideo at 16 fps → SaveVideo."""
+    decode = g.add(decode_type, [], OUTPUT_COL)
     g.link(refine, 0, decode, "samples")
-    g.link(vae, 0, decode, "vae")
-    video = g.add("CreateVideo", [16.0], (1210, 170))
-    g.link(decode, 0, video, "images")
-    return video
+    if vae is not None:
+        g.link(vae, 0, decode, "vae")
+    save_video(g, decode, 0, prefix)
+
+
+def save_video(g: Graph, images: int, slot: int, prefix: str) -> None:
+    video = g.add("CreateVideo", [16.0], OUTPUT_COL)
+    g.link(images, slot, video, "images")
+    save = g.add("SaveVideo", [prefix, "auto", "auto"], OUTPUT_COL)
+    g.link(video, 0, save, "video")
+
+
+HISTREAM_STAGES = ([1920, 1088, 81, 1, 3, 3, 1, "cache_relative"], ["HiStream", 5.0, 4, 2, 2, 1, "renoise"],
+                   [42, "randomize", 0.5])
 
 
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
-          stream_decode: bool = False) -> dict:
+          stream_decode: bool = False, schedule: bool = False, frames: int = 81) -> dict:
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none"], (0, 0), models=["self_forcing"])
-    if lora:
-        lora_id = g.add("LoraLoaderModelOnly", [MODELS["lora"]["name"], 1.0], (0, 170), models=["lora"])
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none"], MODELS_COL,
+                  models=["self_forcing"])
+    if lora:  # the LoRA is the user's own file: no properties.models entry (nothing to download)
+        lora_id = g.add("LoraLoaderModelOnly", [LORA_FILE, 1.0], MODELS_COL)
         g.link(model, 0, lora_id, "model")
         model = lora_id
-    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], (0, 330), models=["umt5"])
-    text = g.add("CLIPTextEncode", [PROMPT], (0, 480), size=(400, 180))
-    g.link(clip, 0, text, "clip")
-    stages = ([1920, 1088, 81, 1, 3, 3, window, "cache_relative"], [preset, 5.0, 4, 2, 2, 1, "renoise"],
-              [42, "randomize", 0.5])
-    vae = g.add("VAELoader", [MODELS["vae"]["name"]], (830, 470), models=["vae"])
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    prompts = SCHEDULE_PROMPTS if schedule else (PROMPT,)
+    texts = []
+    for prompt in prompts:
+        texts.append(g.add("CLIPTextEncode", [prompt], "Prompt schedule" if schedule else MODELS_COL,
+                           size=[300, 110] if schedule else None))
+        g.link(clip, 0, texts[-1], "clip")
+    positive = texts[0]
+    if schedule:
+        positive = g.add("HiStreamPromptSchedule", ["second", 0.0, 5.0, 10.0, 15.0], "Prompt schedule")
+        for i, text in enumerate(texts, 1):
+            g.link(text, 0, positive, f"conditioning_{i}")
+    chunker, steps, low = HISTREAM_STAGES
+    chunker = [*chunker[:2], frames, *chunker[3:6], window, chunker[7]]
+    refine = sampler_stages(g, model, positive, chunker, [preset, *steps[1:]], low)
     if stream_decode:  # the VAE decodes each chunk inside the loop: frames come out of the sampler itself
-        refine = sampler_stages(g, model, text, *stages, refine_slots="CachedUpsampleRefine+vae")
         g.link(vae, 0, refine, "vae")
-        video = g.add("CreateVideo", [16.0], (1210, 170))
-        g.link(refine, 1, video, "images")
+        save_video(g, refine, 1, prefix)
     else:
-        video = decode_to_video(g, sampler_stages(g, model, text, *stages), vae)
-    save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
-    g.link(video, 0, save, "video")
+        decode_to_video(g, refine, vae, prefix)
     note = NOTE + (NOTE_STREAM if stream_decode else "")
-    g.add("Note", [note], (450, 540), size=(700, 300), title="HiStream: how the stages map to the paper")
+    if schedule:
+        note = SCHEDULE_NOTE + "\n\n" + note
+    g.add_note(note, "HiStream: how the stages map to the paper", under=[TEMPORAL, SPATIAL_2])
     return g.to_json()
 
 
-VACE_NOTE = """HiStream + VACE control (the "ControlNet" of Wan) through the stock WanVaceToVideo node.
+VACE_NOTE = f"""HiStream + VACE control (the "ControlNet" of Wan) through the stock WanVaceToVideo node.
 
-Load HiStream Model: vace_model attaches only the vace_* tensors of the chosen file (a Wan2.1 VACE module, or the full wan2.1_vace_1.3B checkpoint whose main blocks are NOT used) to the causal Self-Forcing model.
-Control: Load Video -> Get Video Components -> Canny (or any depth/pose preprocessor) -> WanVaceToVideo.control_video; optional control_masks. reference_image is not supported (one clear error). WanVaceToVideo's width/height/length must equal the Anchor Cache Chunker's; its latent output is not used (the chunker makes the latent); negative is unused (no CFG).
+{TITLES["LoadHiStreamModel"]}: vace_model attaches only the vace_* tensors of the chosen file (a Wan2.1 VACE module, or the full wan2.1_vace_1.3B checkpoint whose main blocks are NOT used) to the causal Self-Forcing model.
+Control: Load Video -> Get Video Components -> Canny (or any depth/pose preprocessor) -> WanVaceToVideo.control_video; optional control_masks. reference_image is not supported (one clear error). WanVaceToVideo's width/height/length must equal the {TITLES["AnchorCacheChunker"]}'s; its latent output is not used (the chunker makes the latent); negative is unused (no CFG).
 Per chunk the VACE blocks run causally with their own anchor + window KV cache at both resolutions (the control resized for the low-res stage) and add their hints, times strength, to the main blocks. Without WanVaceToVideo the VACE blocks are skipped entirely.
 
-Models: self_forcing_dmd.pt and wan2.1_vace_1.3B_fp16 -> models/diffusion_models, umt5_xxl -> models/text_encoders, wan_2.1_vae -> models/vae; your control video -> input/.
+{where_to_get("self_forcing", "vace", "umt5", "vae")}
+Your control video -> ComfyUI/input/.
 The VACE KV caches add half the main caches' memory (15 of 30 blocks) per control video."""
 
 
 def build_vace(prefix: str = "histream/vace_control_1080p") -> dict:
     """HiStream with VACE control from stock nodes: LoadVideo → Canny → WanVaceToVideo → LowResDenoise."""
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", MODELS["vace"]["name"]], (0, 0),
-                  models=["self_forcing", "vace"])
-    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], (0, 170), models=["umt5"])
-    text = g.add("CLIPTextEncode", [PROMPT], (0, 320), size=(400, 180))
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", MODELS["vace"]["name"]],
+                  MODELS_COL, models=["self_forcing", "vace"])
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    text = g.add("CLIPTextEncode", [PROMPT], MODELS_COL)
     g.link(clip, 0, text, "clip")
-    vae = g.add("VAELoader", [MODELS["vae"]["name"]], (0, 540), models=["vae"])
-    video_in = g.add("LoadVideo", ["control_video.mp4", "image"], (0, 690), size=(320, 320))
-    parts = g.add("GetVideoComponents", [], (0, 1050))
+    control = "Control video (VACE)"
+    video_in = g.add("LoadVideo", ["control_video.mp4", "image"], control)
+    parts = g.add("GetVideoComponents", [], control)
     g.link(video_in, 0, parts, "video")
-    canny = g.add("Canny", [0.4, 0.8], (370, 1050))
+    canny = g.add("Canny", [0.4, 0.8], control)
     g.link(parts, 0, canny, "image")
-    vace = g.add("WanVaceToVideo", [1920, 1088, 81, 1, 1.0], (450, 540), size=(330, 300))
+    vace = g.add("WanVaceToVideo", [1920, 1088, 81, 1, 1.0], control)
     g.link(text, 0, vace, "positive")
     g.link(text, 0, vace, "negative")
     g.link(vae, 0, vace, "vae")
     g.link(canny, 0, vace, "control_video")
-    refine = sampler_stages(g, model, vace, [1920, 1088, 81, 1, 3, 3, 1, "cache_relative"],
-                            ["HiStream", 5.0, 4, 2, 2, 1, "renoise"], [42, "randomize", 0.5])
-    video = decode_to_video(g, refine, vae)
-    save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 340), size=(400, 420))
-    g.link(video, 0, save, "video")
-    g.add("Note", [VACE_NOTE], (830, 800), size=(700, 320), title="HiStream + VACE control")
+    refine = sampler_stages(g, model, vace, *HISTREAM_STAGES)
+    decode_to_video(g, refine, vae, prefix)
+    g.add_note(VACE_NOTE, "HiStream + VACE control", under=[TEMPORAL, SPATIAL_2])
     return g.to_json()
 
 
@@ -221,6 +387,9 @@ WORKFLOWS = {
     # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
     "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
                                             prefix="histream/self_forcing_1080p"),
+    # HiStream+ at 1080p for 15 s with three prompts through HiStream Prompt Schedule (seconds 0, 5, 10)
+    "histream_prompt_schedule_long.json": dict(preset="HiStream+", prefix="histream/prompt_schedule_long",
+                                               schedule=True, frames=241),
 }
 
 
@@ -235,66 +404,20 @@ It was trained by flow matching only (not distilled), so it uses the 'euler' sam
 def build_toy(prefix: str = "histream/toy_demo") -> dict:
     """The embedded toy model through the five HiStream nodes (runs anywhere, nothing downloaded)."""
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], (0, 0))
-    text = g.add("HiStreamToyPrompt", [TOY_PROMPT], (0, 120), size=(400, 90))
-    negative = g.add("HiStreamToyPrompt", [NEGATIVE_PROMPT], (0, 240), size=(400, 90),
-                     title="HiStream Toy Prompt (negative: empty)")
+    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], MODELS_COL)
+    text = g.add("HiStreamToyPrompt", [TOY_PROMPT], MODELS_COL)
+    negative = g.add("HiStreamToyPrompt", [NEGATIVE_PROMPT], MODELS_COL,
+                     title="Negative prompt (empty)")
     refine = sampler_stages(g, model, text, [128, 128, 65, 1, 1, 1, TOY_WINDOW, "cache_relative"],
                             ["custom", TOY_SHIFT, TOY_STEPS, TOY_STEPS // 2, TOY_STEPS, TOY_STEPS // 2, TOY_SAMPLER],
                             [7, "fixed", 0.5], negative=negative, cfg=TOY_GUIDANCE)
-    decode = g.add("HiStreamToyDecode", [], (1210, 0))
-    g.link(refine, 0, decode, "samples")
-    video = g.add("CreateVideo", [16.0], (1210, 120))
-    g.link(decode, 0, video, "images")
-    save = g.add("SaveVideo", [prefix, "auto", "auto"], (1210, 290), size=(400, 420))
-    g.link(video, 0, save, "video")
-    g.add("Note", [TOY_NOTE], (0, 360), size=(420, 400), title="HiStream toy demo")
-    return g.to_json()
-
-
-
-SCHEDULE_PROMPTS = (
-    "A red fox trots through a snowy pine forest at dawn, soft light, cinematic tracking shot, highly detailed",
-    "The red fox reaches a frozen lake and walks onto the ice, mist rising, cinematic tracking shot",
-    "The red fox sits on the ice under a starry night sky, aurora overhead, cinematic wide shot",
-)
-
-SCHEDULE_NOTE = """HiStream prompt schedule: a 15 s video (241 frames) whose prompt changes at 5 s and 10 s.
-
-HiStream Prompt Schedule: each connected conditioning drives the video from its start on (unit second: 16 fps; the switch happens at the chunk holding that frame; unit chunk: chunk index, 12 frames per chunk). The first must start at 0 and starts must increase.
-At a switch the text cache is replaced and the recent window of the KV cache is re-encoded under the new prompt (LongLive-style), so the motion carries on smoothly; the anchor (the first chunk) is kept, so the subject's identity holds.
-Memory does not grow with the video length or the number of switches. HiStream+ steps keep long videos fast."""
-
-
-def build_prompt_schedule(prefix: str = "histream/prompt_schedule_long") -> dict:
-    """HiStream+ at 1080p for 15 s with three prompts through HiStream Prompt Schedule (seconds 0, 5, 10)."""
-    wf = build("HiStream+", prefix=prefix)
-    g = Graph()
-    g.nodes, g.links = wf["nodes"], wf["links"]
-    by_type = {n["type"]: n for n in g.nodes}
-    by_type["AnchorCacheChunker"]["widgets_values"][2] = 241
-    first = by_type["CLIPTextEncode"]
-    first["widgets_values"] = [SCHEDULE_PROMPTS[0]]
-    low = by_type["LowResDenoise"]
-    sched = g.add("HiStreamPromptSchedule", ["second", 0.0, 5.0, 10.0, 15.0], (450, 880), size=(330, 260))
-    for i, prompt in enumerate(SCHEDULE_PROMPTS, 1):
-        text = first["id"] if i == 1 else g.add("CLIPTextEncode", [prompt], (0, 480 + 220 * (i - 1)), size=(400, 180))
-        if i > 1:
-            g.link(by_type["CLIPLoader"]["id"], 0, text, "clip")
-        g.link(text, 0, sched, f"conditioning_{i}")
-    # LowResDenoise's positive now comes from the schedule: re-point that link's source (link ids stay 1..N)
-    link = next(lk for lk in g.links if lk[3] == low["id"] and lk[4] == 1)
-    first["outputs"][0]["links"].remove(link[0])
-    link[1], link[2] = sched, 0
-    g.nodes[sched - 1]["outputs"][0]["links"].append(link[0])
-    note = next(n for n in g.nodes if n["type"] == "Note")
-    note["widgets_values"] = [SCHEDULE_NOTE + "\n\n" + NOTE]
+    decode_to_video(g, refine, None, prefix, decode_type="HiStreamToyDecode")
+    g.add_note(TOY_NOTE, "HiStream toy demo", under=[TEMPORAL, SPATIAL_2])
     return g.to_json()
 
 
 BUILDERS = {  # graphs of their own shape
     "histream_vace_control_1080p.json": build_vace,
-    "histream_prompt_schedule_long.json": build_prompt_schedule,
     "histream_toy_demo.json": build_toy,
 }
 
