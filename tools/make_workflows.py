@@ -443,7 +443,8 @@ Its own recipe: one latent frame per chunk; 4 steps on the first frame (t = 1000
     "longlive_base": """LongLive-1.3B (github.com/NVlabs/LongLive) with HiStream on top. LICENCE: the weights are CC-BY-NC-SA-4.0, for non-commercial use only.
 
 The model is the base (longlive_base.pt) and its LoRA (lora.pt) together: Load HiStream Model merges the LoRA at strength 1 through its 'lora' input. Stock LoraLoaderModelOnly does not map lora.pt's PEFT names: it applies nothing (the video is the base model's).
-Its own recipe: chunks of 3, 4 steps (shift 5), local attention of 12 latent frames counting the sink (3) and the current chunk (3) = anchor 3 + window 2 chunks, absolute positions: chunker preset 'LongLive-1.3B', sampler preset 'LongLive-1.3B'. This workflow adds 2 low-res + 2 full-res steps per chunk.""",
+Its own recipe: chunks of 3, 4 steps (shift 5), local attention of 12 latent frames counting the sink (3) and the current chunk (3) = anchor 3 + window 2 chunks, absolute positions: chunker preset 'LongLive-1.3B', sampler preset 'LongLive-1.3B'. This workflow adds 2 low-res + 2 full-res steps per chunk.
+Memory at 1920x1088 (bf16): KV caches and activations ~ 23 GiB (~ 19 GiB with the native steps) besides the 2.6 GiB of weights: a 32 GB card; on 24 GB use 1280x704 (~ 10 GiB) or the native steps with fp8 weights.""",
     "krea": """Krea Realtime 14B (github.com/krea-ai/realtime-video; licence: see the model card) with HiStream on top.
 
 Recipe: chunks of 3, 4 steps, shift 5, kv_cache_num_frames 3 -> here anchor 1 (the first frame) + 1 chunk. Krea's KV recompute before every block and its KV attention bias are NOT implemented: this approximates Krea's sampler.
