@@ -46,4 +46,47 @@ class HiStreamTestAttnPatch:
         return (patched,)
 
 
-NODE_CLASS_MAPPINGS = {"HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestAttnPatch": HiStreamTestAttnPatch}
+class HiStreamTestPoison:
+    """One non-finite element in a CONDITIONING: in the text tensor, or in its first VACE control latent."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",), "value": (["nan", "inf", "-inf"],),
+                             "where": (["text", "vace_frames"],)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "poison"
+    CATEGORY = "HiStream/testing"
+
+    def poison(self, conditioning, value, where):
+        out = []
+        for cond, opts in conditioning:
+            opts = dict(opts)
+            if where == "text":
+                cond = cond.clone()
+                cond.view(-1)[cond.numel() // 2] = float(value)
+            else:
+                frames = [f.clone() for f in opts["vace_frames"]]
+                frames[0].view(-1)[0] = float(value)
+                opts["vace_frames"] = frames
+            out.append([cond, opts])
+        return (out,)
+
+
+class HiStreamTestSigmas:
+    """A SIGMAS list typed as text ("1, nan, 0.5, 0"): custom schedules, including broken ones."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("STRING", {"default": "1.0, 0.9375, 0.8333, 0.625, 0.0"})}}
+
+    RETURN_TYPES = ("SIGMAS",)
+    FUNCTION = "make"
+    CATEGORY = "HiStream/testing"
+
+    def make(self, values):
+        return (torch.tensor([float(v) for v in values.split(",")]),)
+
+
+NODE_CLASS_MAPPINGS = {"HiStreamTestPoison": HiStreamTestPoison, "HiStreamTestSigmas": HiStreamTestSigmas,
+                       "HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestAttnPatch": HiStreamTestAttnPatch}
