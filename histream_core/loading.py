@@ -1,7 +1,9 @@
 """Checkpoint files → canonical Wan2.1 state dicts, the model config read off the weights, and clear errors.
 
 Formats handled (all end up with Wan2.1's own parameter names, e.g. `blocks.0.self_attn.q.weight`):
-- Self-Forcing `.pt`: `{"generator": sd, "generator_ema": sd}`, keys prefixed `model.` (EMA preferred);
+- Self-Forcing `.pt`: `{"generator": sd, "generator_ema": sd}`, keys prefixed `model.` (EMA preferred); the same
+  layout for Causal Forcing(++) and LongLive's base (`{"generator", "critic"}`: the critic is never read);
+  LongLive's LoRA (`generator_lora`) is merged by `lora_merge`, not loaded as a model;
 - Wan2.1 official `diffusion_pytorch_model*.safetensors` (bare names; shards are merged);
 - ComfyUI repacks: bare or `model.diffusion_model.` / `diffusion_model.` prefixed, fp16/bf16/fp8;
   causal (autoregressive) repacks carry safetensors metadata `config = '{"transformer": {"causal_ar": true}}'`;
@@ -473,6 +475,9 @@ def load_wan_state_dict(path: str | Path, expected: WanConfig | str | None = Non
     if isinstance(expected, str):
         expected = WanConfig.preset(expected)
     raw, metadata = read_state_dict(path, meta=meta)
+    if isinstance(raw.get("generator_lora"), dict):  # LongLive's LoRA (or its trainer's checkpoint)
+        raise CheckpointError(f"{path.name} holds LoRA weights ('generator_lora'), not a full model: pick the base "
+                              f"model as model_name (LongLive: longlive_base.pt) and this file as lora")
     sd, source = _unwrap(raw)
     canonical, prefix, diffusers = _canonicalize(sd)
     cfg = validate_t2v(canonical, expected, name=path.name)

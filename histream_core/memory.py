@@ -124,7 +124,7 @@ def cheaper_plans(model: WanConfig, hi: HiStreamConfig, bytes_per_elem: int = 2)
     from dataclasses import replace
 
     options = []
-    if hi.window_chunks > 1:
+    if hi.window_chunks is None or hi.window_chunks > 1:  # None: the full cache
         options.append(("window_chunks 1", replace(hi, window_chunks=1)))
     if hi.batch_size > 1:
         options.append(("batch_size 1", replace(hi, batch_size=1)))

@@ -12,6 +12,7 @@ import torch
 from ..histream_core.attention import BACKENDS
 from ..histream_core.finite import first_non_finite_weight
 from ..histream_core.loading import CheckpointError, load_wan_state_dict
+from ..histream_core.lora_merge import load_lora_pairs, merge_lora
 from ..histream_core.vace_loading import load_vace_state_dict
 from .host_compat import call_accepting
 from .stage_types import CATEGORY
@@ -22,6 +23,7 @@ WEIGHT_DTYPES = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
 ATTENTION_KEY = "histream_attention"
 VACE_KEY = "histream_vace"  # transformer_options: the VACE file attached by this loader
 NO_VACE = "none"
+NO_LORA = "none"
 
 
 class LoadHiStreamModel:
@@ -40,6 +42,11 @@ class LoadHiStreamModel:
                 "default": NO_VACE,
                 "tooltip": "VACE control (for WanVaceToVideo): a Wan2.1 VACE module (vace_* tensors only) or a full "
                            "Wan2.1-VACE-1.3B checkpoint, of which only the vace_* tensors are used."}),
+            "lora": ([NO_LORA] + folder_paths.get_filename_list("loras"), {
+                "default": NO_LORA,
+                "tooltip": "A LoRA that is part of the model, merged at strength 1 before the MODEL is built "
+                           "(LongLive: lora.pt with longlive_base.pt; PEFT or ComfyUI names). Stock LoRA loaders "
+                           "cannot read LongLive's lora.pt: they apply nothing. A LoRA matching no weight is refused."}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -49,7 +56,7 @@ class LoadHiStreamModel:
     DESCRIPTION = ("Loads a causal (Self-Forcing) Wan2.1 T2V model as a standard MODEL: stock LoRA loaders and "
                    "model patches apply to it.")
 
-    def load(self, model_name, weight_dtype, attention, vace_model=NO_VACE):
+    def load(self, model_name, weight_dtype, attention, vace_model=NO_VACE, lora=NO_LORA):
         path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)
         try:
             sd, cfg, info = load_wan_state_dict(path)
@@ -57,6 +64,13 @@ class LoadHiStreamModel:
             raise ValueError(str(exc)) from None
         log.info("HiStream: %s (%s format, dim %d, %d blocks)", model_name, info.get("format"), cfg.dim,
                  cfg.num_layers)
+        if lora and lora != NO_LORA:  # before the host builds the MODEL: the merged model is an ordinary one
+            try:
+                pairs = load_lora_pairs(folder_paths.get_full_path_or_raise("loras", lora))
+                sd = merge_lora(sd, pairs, 1.0, name=lora)
+            except CheckpointError as exc:
+                raise ValueError(str(exc)) from None
+            log.info("HiStream: merged %s into %s (%d weights, rank %d)", lora, model_name, len(pairs), pairs[0].rank)
         if vace_model and vace_model != NO_VACE:  # the host then builds its VACE model type over both
             try:
                 vace, vinfo = load_vace_state_dict(folder_paths.get_full_path_or_raise("diffusion_models",

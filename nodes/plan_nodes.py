@@ -5,11 +5,30 @@ from __future__ import annotations
 import torch
 
 from ..histream_core.config import CACHE_DTYPES, POSITION_MODES, SAMPLERS, VAE_STRIDE_S, latent_frames_of
+from ..histream_core.recipes import RECIPES, VARIANTS, label, recipe_plan, step_counts
 from ..histream_core.schedule import STEP_PRESETS, ScheduleError, build_step_plan
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, StepSpec
 
 MAX_SIDE = 8192
+MAX_WINDOW = 10000  # the chunker's largest window: covers any video (= the full cache)
 NODE_PRESETS = {"HiStream": "histream", "HiStream+": "histream_plus", "Self-Forcing full-res": "self_forcing"}
+# the model families' recipes: name → (first steps, first low, later steps, later low)
+FAMILY_STEPS = {label(n, v): step_counts(n, v) for n in RECIPES for v in VARIANTS}
+
+
+def _cache_presets() -> dict[str, tuple[int, int, int, str]]:
+    """name → (chunk_frames, anchor_frames, window_chunks, position_mode): each family's own window, and HiStream's."""
+    out = {}
+    for n in RECIPES:
+        for v, suffix in (("native", ""), ("histream", " + HiStream window")):
+            p = recipe_plan(n, v)
+            window = MAX_WINDOW if p["window_chunks"] is None else p["window_chunks"]
+            out[label(n) + suffix] = (p["chunk_frames"], p["anchor_frames"], window, p["position_mode"])
+    return out
+
+
+CACHE_PRESETS = _cache_presets()
+CUSTOM = "custom"
 
 
 class AnchorCacheChunker:
@@ -29,7 +48,7 @@ class AnchorCacheChunker:
             "anchor_frames": ("INT", {"default": 3, "min": 0, "max": 64,
                                       "tooltip": "Latent frames from the start kept in the cache for the whole video "
                                                  "(the attention sink). 3 = the first chunk; 1 = the first frame."}),
-            "window_chunks": ("INT", {"default": 1, "min": 1, "max": 10000,
+            "window_chunks": ("INT", {"default": 1, "min": 1, "max": MAX_WINDOW,
                                       "tooltip": "Most recent chunks kept besides the anchor. At 1080p each chunk "
                                                  "costs ~5.3 GB of KV (bf16, both resolutions); 1 fits a 24 GB "
                                                  "card. ≥ the chunk count = unbounded (Self-Forcing)."}),
@@ -41,6 +60,12 @@ class AnchorCacheChunker:
                 "KV cache storage. default: the model's compute dtype (bf16/fp16), the reference. fp8_e4m3fn: "
                 "e4m3 with a scale per token and head, about half the cache memory (the largest item at 1080p), "
                 "with a small error in the generated latent (see bench/RESULTS.md).")}),
+            "preset": ([CUSTOM] + list(CACHE_PRESETS), {
+                "default": CUSTOM,
+                "tooltip": "A model family's own chunk size and window (it replaces chunk_frames, anchor_frames, "
+                           "window_chunks and position_mode): Causal Forcing(++) full cache, LongLive sink 3 + 2 "
+                           "chunks (its local attention of 12 frames), Krea 14B first frame + 1 chunk; '+ HiStream "
+                           "window' bounds a full cache to anchor 3 + 3 frames. custom: the numbers above."}),
         }}
 
     RETURN_TYPES = (CACHE_TYPE, "LATENT")
@@ -65,7 +90,12 @@ class AnchorCacheChunker:
         return True
 
     def plan(self, width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks, position_mode,
-             cache_dtype="default"):
+             cache_dtype="default", preset=CUSTOM):
+        if preset != CUSTOM:
+            if preset not in CACHE_PRESETS:
+                raise ValueError(f"AnchorCacheChunker: preset {preset!r} is unknown; choose one of "
+                                 f"{[CUSTOM, *CACHE_PRESETS]}")
+            chunk_frames, anchor_frames, window_chunks, position_mode = CACHE_PRESETS[preset]
         plan = CachePlan(width, height, frames, batch_size, chunk_frames, anchor_frames, window_chunks,
                          position_mode, cache_dtype)
         # an empty video latent: only its shape is used, so a broadcast zero (no memory for long videos)
@@ -78,9 +108,11 @@ class SparseStepSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "preset": (list(NODE_PRESETS) + ["custom"], {
+            "preset": (list(NODE_PRESETS) + list(FAMILY_STEPS) + ["custom"], {
                 "tooltip": "HiStream: 2 low-res + 2 high-res steps per chunk. HiStream+: first chunk 2+2, later "
-                           "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). custom: the numbers below."}),
+                           "chunks 1+1. Self-Forcing full-res: 4 high-res steps (baseline). A model family's name: "
+                           "its own steps (Causal Forcing++: 4 on the first frame, then 2 or 1), '+ HiStream' / "
+                           "'+ HiStream+' with DRC on top (shift 5 for all). custom: the numbers below."}),
             "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
                                 "tooltip": "Timestep shift (Self-Forcing: 5). A ModelSamplingSD3 patch on the MODEL "
                                            "overrides it."}),
@@ -108,8 +140,11 @@ class SparseStepSampler:
 
     def build(self, preset, shift, first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
               later_chunk_low_steps, sigmas=None, sampler="renoise"):
-        counts = STEP_PRESETS[NODE_PRESETS[preset]] if preset in NODE_PRESETS else (
-            first_chunk_steps, first_chunk_low_steps, later_chunk_steps, later_chunk_low_steps)
+        if preset in NODE_PRESETS:
+            counts = STEP_PRESETS[NODE_PRESETS[preset]]
+        else:
+            counts = FAMILY_STEPS.get(preset, (first_chunk_steps, first_chunk_low_steps, later_chunk_steps,
+                                               later_chunk_low_steps))
         if sigmas is not None and preset != "custom":
             counts = (counts[0], counts[1], counts[0], counts[1])
         custom = None if sigmas is None else tuple(float(s) for s in sigmas.flatten().tolist())

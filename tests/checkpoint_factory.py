@@ -125,3 +125,48 @@ def scaled_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[k] = v
     out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     return out
+
+
+# ---- causal Wan families (layouts from their public repos and model cards) -----------------------------------------
+LORA_MODULES = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
+                "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")  # the blocks' Linear layers
+
+
+def causal_forcing_pt(sd: dict[str, torch.Tensor], fsdp: bool = False) -> dict:
+    """Causal Forcing(++) `.pt`: Self-Forcing's layout (`generator_ema` is the one to use), `model.` keys; some
+    releases keep FSDP's `model._fsdp_wrapped_module.` segment."""
+    prefix = "model._fsdp_wrapped_module." if fsdp else "model."
+    return {"generator_ema": prefixed(sd, prefix), "generator": {prefix + k: v + 1 for k, v in sd.items()}}
+
+
+def longlive_base_pt(sd: dict[str, torch.Tensor], critic: dict[str, torch.Tensor] | None = None) -> dict:
+    """LongLive `longlive_base.pt`: `{"generator": model.-prefixed}`; trainer bases add a `critic` of the same
+    names (a different network that must never be loaded)."""
+    out = {"generator": prefixed(sd, "model.")}
+    if critic is not None:
+        out["critic"] = prefixed(critic, "model.")
+    return out
+
+
+def peft_lora(cfg: WanConfig, rank: int, device: str = "meta", seed: int = 0, modules=LORA_MODULES,
+              ) -> dict[str, torch.Tensor]:
+    """PEFT names as LongLive saves them: `base_model.model.blocks.N.<module>.lora_{A,B}.weight`, no alpha."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = expected_wan_shapes(cfg)
+    out = {}
+    for i in range(cfg.num_layers):
+        for mod in modules:
+            o, n = shapes[f"blocks.{i}.{mod}.weight"]
+            base = f"base_model.model.blocks.{i}.{mod}"
+            for half, shape in (("lora_A", (rank, n)), ("lora_B", (o, rank))):
+                out[f"{base}.{half}.weight"] = (torch.empty(shape, dtype=torch.bfloat16, device="meta")
+                                                if device == "meta" else
+                                                (torch.randn(shape, generator=gen) * 0.05).to(torch.bfloat16))
+    return out
+
+
+def longlive_lora_pt(lora: dict[str, torch.Tensor], trainer: bool = False, critic: dict | None = None) -> dict:
+    """LongLive `lora.pt` = `{"generator_lora": ...}`; its trainer writes `{generator_lora, critic_lora, step}`."""
+    if not trainer:
+        return {"generator_lora": lora}
+    return {"generator_lora": lora, "critic_lora": critic if critic is not None else lora, "step": 1000}

@@ -31,16 +31,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
-def reference_self_forcing(cfg: HiStreamConfig, seed: int, velocity) -> torch.Tensor:
+def reference_self_forcing(cfg: HiStreamConfig, seed: int, velocity, sigmas=None) -> torch.Tensor:
     """Self-Forcing inference written over a full-sequence forward, for checking the cached pipeline: each step's
     input is the clean finished chunks (t = 0) followed by the current noisy chunk, with the pipeline's noise draws
-    (renoise sampler). `velocity(seq, t, start, frames)` returns v for the last `frames` frames of `seq`."""
+    (renoise sampler). `velocity(seq, t, start, frames)` returns v for the last `frames` frames of `seq` (a window
+    is its attention mask). `sigmas(k)` gives chunk k's step list (default: the config's own)."""
     from histream_core import NoiseSource
 
     noise = NoiseSource(seed, cfg.batch_size)
     done = torch.zeros(cfg.batch_size, 16, 0, *cfg.latent_size)
     for k, (start, frames) in enumerate(cfg.chunks):
-        sig = cfg.steps.for_chunk(k).sigmas
+        sig = cfg.steps.for_chunk(k).sigmas if sigmas is None else sigmas(k)
         x0, x = None, sig[0] * noise((16, frames, *cfg.latent_size))
         for i, s in enumerate(sig):
             if i > 0:

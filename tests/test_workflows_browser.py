@@ -49,6 +49,7 @@ FRONTENDS = frontends_for_host(_HOST) if comfyui_available(_HOST) else ["no-host
 FILE_WIDGETS = {
     ("LoadHiStreamModel", "model_name"): "diffusion_models",
     ("LoadHiStreamModel", "vace_model"): "diffusion_models",
+    ("LoadHiStreamModel", "lora"): "loras",
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",

@@ -48,7 +48,26 @@ def server(comfy_server_factory, comfy_modules):
     write_comfy_safetensors(srv.model_dir("diffusion_models") / "tiny_vace_full.safetensors",
                             {**tiny_state_dict(seed=9), **tiny_vace_tensors()})
     write_control_video(srv.input_dir / "control_video.mp4", frames=9, size=64)
+    write_family_files(srv, weights)
     return srv
+
+
+FAMILY_FILES = ("causal_forcing.pt", "framewise-2step.pt", "longlive_base.pt", "krea-realtime-video-14b.safetensors")
+
+
+def write_family_files(srv, weights: dict) -> None:
+    """The model families' files under their released names, in their layouts, with the tiny weights."""
+    from checkpoint_factory import causal_forcing_pt, longlive_base_pt, longlive_lora_pt, peft_lora
+
+    from histream_core.config import WanConfig
+
+    dm = srv.model_dir("diffusion_models")
+    torch.save(causal_forcing_pt(weights), dm / "causal_forcing.pt")
+    torch.save(causal_forcing_pt(weights, fsdp=True), dm / "framewise-2step.pt")
+    torch.save(longlive_base_pt(weights, critic=weights), dm / "longlive_base.pt")
+    torch.save(longlive_lora_pt(peft_lora(WanConfig.preset("tiny"), rank=4, device="cpu")),
+               srv.model_dir("loras") / "lora.pt")
+    save_file(weights, str(dm / "krea-realtime-video-14b.safetensors"))
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -107,7 +126,8 @@ def tiny_api(server, path: Path) -> dict:
     for nid in by_type.get("LoraLoaderModelOnly", []):
         api[nid]["inputs"]["lora_name"] = "tiny_lora.safetensors"
     for nid in by_type["LoadHiStreamModel"]:  # the toy demo ships its own (embedded) weights
-        assert api[nid]["inputs"]["model_name"] in ("self_forcing_dmd.pt", "histream_toy_dit.safetensors")
+        assert api[nid]["inputs"]["model_name"] in ("self_forcing_dmd.pt", "histream_toy_dit.safetensors",
+                                                    *FAMILY_FILES)
         if api[nid]["inputs"].get("vace_model", "none") != "none":
             api[nid]["inputs"]["vace_model"] = "tiny_vace_full.safetensors"
     for nid in by_type.get("WanVaceToVideo", []):

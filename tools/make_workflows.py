@@ -12,8 +12,10 @@ from __future__ import annotations
 import ast
 import json
 import math
+from functools import partial
 from pathlib import Path
 
+from histream_core.recipes import label, recipe_plan, step_counts
 from histream_toy.sampling import NEGATIVE_PROMPT, TOY_GUIDANCE, TOY_SAMPLER, TOY_SHIFT, TOY_STEPS, TOY_WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,13 +23,24 @@ OUT = ROOT / "workflows"
 
 
 def display_names() -> dict[str, str]:
-    """The pack's NODE_DISPLAY_NAME_MAPPINGS, read from nodes/__init__.py without importing it (that needs the host)."""
+    """The pack's display names (each node class's TITLE, which NODE_DISPLAY_NAME_MAPPINGS is built from), read from
+    the sources of nodes/ without importing them (that needs the host): NODE_CLASS_MAPPINGS key → the class's TITLE."""
+    titles: dict[str, str] = {}
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        for stmt in ast.parse(path.read_text()).body:
+            if isinstance(stmt, ast.ClassDef):
+                for item in stmt.body:
+                    if isinstance(item, ast.Assign) and any(getattr(t, "id", None) == "TITLE" for t in item.targets):
+                        titles[stmt.name] = ast.literal_eval(item.value)
     tree = ast.parse((ROOT / "nodes" / "__init__.py").read_text())
     for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "NODE_DISPLAY_NAME_MAPPINGS"
-                                                for t in stmt.targets):
-            return ast.literal_eval(stmt.value)
-    raise RuntimeError("nodes/__init__.py defines no literal NODE_DISPLAY_NAME_MAPPINGS")
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in stmt.targets):
+            mapping = {ast.literal_eval(k): v.id for k, v in zip(stmt.value.keys, stmt.value.values)}
+            missing = [cls for cls in mapping.values() if cls not in titles]
+            if missing:
+                raise RuntimeError(f"node classes without a literal TITLE: {missing}")
+            return {name: titles[cls] for name, cls in mapping.items()}
+    raise RuntimeError("nodes/__init__.py defines no literal NODE_CLASS_MAPPINGS")
 
 
 TITLES = display_names()
@@ -266,10 +279,10 @@ OUTPUT_COL = "Decode and save"
 
 
 def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
-                   negative: int | None = None, cfg: float = 1.0) -> int:
+                   negative: int | None = None, cfg: float = 1.0, cache_preset: str = "custom") -> int:
     """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked;
-    with `negative`, Low-Res Denoise guides with it at `cfg`."""
-    chunker_id = g.add("AnchorCacheChunker", chunker, TEMPORAL)
+    with `negative`, Low-Res Denoise guides with it at `cfg`; `cache_preset`: the chunker's family preset."""
+    chunker_id = g.add("AnchorCacheChunker", [*chunker, cache_preset], TEMPORAL)
     steps_id = g.add("SparseStepSampler", steps, TIMESTEP)
     low_id = g.add("LowResDenoise", [*low, cfg], SPATIAL_1)
     g.link(model, 0, low_id, "model")
@@ -307,7 +320,7 @@ HISTREAM_STAGES = ([1920, 1088, 81, 1, 3, 3, 1, "cache_relative"], ["HiStream", 
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
           stream_decode: bool = False, schedule: bool = False, frames: int = 81) -> dict:
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none"], MODELS_COL,
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none", "none"], MODELS_COL,
                   models=["self_forcing"])
     if lora:  # the LoRA is the user's own file: no properties.models entry (nothing to download)
         lora_id = g.add("LoraLoaderModelOnly", [LORA_FILE, 1.0], MODELS_COL)
@@ -355,7 +368,7 @@ The VACE KV caches add half the main caches' memory (15 of 30 blocks) per contro
 def build_vace(prefix: str = "histream/vace_control_1080p") -> dict:
     """HiStream with VACE control from stock nodes: LoadVideo → Canny → WanVaceToVideo → LowResDenoise."""
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", MODELS["vace"]["name"]],
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", MODELS["vace"]["name"], "none"],
                   MODELS_COL, models=["self_forcing", "vace"])
     clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
     vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
@@ -404,7 +417,8 @@ It was trained by flow matching only (not distilled), so it uses the 'euler' sam
 def build_toy(prefix: str = "histream/toy_demo") -> dict:
     """The embedded toy model through the five HiStream nodes (runs anywhere, nothing downloaded)."""
     g = Graph()
-    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none"], MODELS_COL)
+    model = g.add("LoadHiStreamModel", ["histream_toy_dit.safetensors", "default", "auto", "none", "none"],
+                  MODELS_COL)
     text = g.add("HiStreamToyPrompt", [TOY_PROMPT], MODELS_COL)
     negative = g.add("HiStreamToyPrompt", [NEGATIVE_PROMPT], MODELS_COL,
                      title="Negative prompt (empty)")
@@ -416,9 +430,72 @@ def build_toy(prefix: str = "histream/toy_demo") -> dict:
     return g.to_json()
 
 
+# ---- the causal Wan families, each to its own recipe with HiStream's DRC on top (histream_core/recipes.py) ---------
+HF_CF = "https://huggingface.co/zhuhz22/Causal-Forcing/resolve/main/"
+HF_LONGLIVE = "https://huggingface.co/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/"
+MODELS.update({
+    "causal_forcing": {"name": "causal_forcing.pt", "directory": "diffusion_models",
+                       "url": HF_CF + "chunkwise/causal_forcing.pt"},
+    "causal_forcing_pp": {"name": "framewise-2step.pt", "directory": "diffusion_models",
+                          "url": HF_CF + "causal-forcing%2B%2B/framewise-2step.pt"},
+    "longlive_base": {"name": "longlive_base.pt", "directory": "diffusion_models", "url": HF_LONGLIVE + "longlive_base.pt"},
+    "longlive_lora": {"name": "lora.pt", "directory": "loras", "url": HF_LONGLIVE + "lora.pt"},
+    "krea": {"name": "krea-realtime-video-14b.safetensors", "directory": "diffusion_models",
+             "url": "https://huggingface.co/krea/krea-realtime-video/resolve/main/krea-realtime-video-14b.safetensors"},
+})
+
+FAMILY_NOTES = {
+    "causal_forcing": """Causal Forcing chunkwise (github.com/thu-ml/Causal-Forcing; weights Apache-2.0) with HiStream on top.
+
+Its own recipe: chunks of 3 latent frames, 4 steps (t = 1000/750/500/250, shift 5) on every chunk, the full cache over 81 frames: chunker preset 'Causal Forcing chunkwise', sampler preset 'Causal Forcing chunkwise'. This workflow: HiStream's bounded window (anchor 3 + 1 chunk) and 2 low-res + 2 full-res steps per chunk. The framewise model (framewise/causal_forcing.pt): the 'Causal Forcing framewise' presets.""",
+    "causal_forcing_pp": """Causal Forcing++ framewise 2-step (github.com/thu-ml/Causal-Forcing; weights Apache-2.0) with HiStream on top.
+
+Its own recipe: one latent frame per chunk; 4 steps on the first frame (t = 1000/750/500/250), then 2 per frame (t = 1000/500), shift 5, full cache: presets 'Causal Forcing++ framewise 2-step'. This workflow: anchor 3 + 3 frames of window; the first frame 2 low-res + 2 full-res steps, later frames 1 + 1. The 1-step model (causal-forcing++/framewise-1step.pt): the '... 1-step' presets.""",
+    "longlive_base": """LongLive-1.3B (github.com/NVlabs/LongLive) with HiStream on top. LICENCE: the weights are CC-BY-NC-SA-4.0, for non-commercial use only.
+
+The model is the base (longlive_base.pt) and its LoRA (lora.pt) together: Load HiStream Model merges the LoRA at strength 1 through its 'lora' input. Stock LoraLoaderModelOnly does not map lora.pt's PEFT names: it applies nothing (the video is the base model's).
+Its own recipe: chunks of 3, 4 steps (shift 5), local attention of 12 latent frames counting the sink (3) and the current chunk (3) = anchor 3 + window 2 chunks, absolute positions: chunker preset 'LongLive-1.3B', sampler preset 'LongLive-1.3B'. This workflow adds 2 low-res + 2 full-res steps per chunk.
+Memory at 1920x1088 (bf16): KV caches and activations ~ 23 GiB (~ 19 GiB with the native steps) besides the 2.6 GiB of weights: a 32 GB card; on 24 GB use 1280x704 (~ 10 GiB) or the native steps with fp8 weights.""",
+    "krea": """Krea Realtime 14B (github.com/krea-ai/realtime-video; licence: see the model card) with HiStream on top.
+
+Recipe: chunks of 3, 4 steps, shift 5, kv_cache_num_frames 3 -> here anchor 1 (the first frame) + 1 chunk. Krea's KV recompute before every block and its KV attention bias are NOT implemented: this approximates Krea's sampler.
+Memory at 1920x1088 (bf16): weights 26.6 GiB, KV caches and activations ~ 60 GiB with HiStream (~ 49 GiB with the native 'Krea Realtime 14B' steps): a card with ~ 96 GB. The sampler refuses a run that cannot fit and names what does (960x544: ~ 15 GiB besides the weights).""",
+}
+FAMILIES = {  # workflow → (model key, LoRA key, recipe, cache variant)
+    "causal_forcing_histream_1080p.json": ("causal_forcing", None, "causal_forcing_chunkwise", "histream"),
+    "causal_forcing_pp_histream_1080p.json": ("causal_forcing_pp", None, "causal_forcing_pp_2step", "histream"),
+    "longlive_histream_1080p.json": ("longlive_base", "longlive_lora", "longlive", "native"),
+    "krea_realtime_14b_histream_1080p.json": ("krea", None, "krea_realtime_14b", "native"),
+}
+
+
+def build_family(name: str) -> dict:
+    """A family's model (+ its LoRA) through the five nodes: its chunker preset and its '+ HiStream' steps."""
+    key, lora, recipe, cache_variant = FAMILIES[name]
+    g = Graph()
+    models = [key] + ([lora] if lora else [])
+    model = g.add("LoadHiStreamModel", [MODELS[key]["name"], "default", "auto", "none",
+                                        MODELS[lora]["name"] if lora else "none"], MODELS_COL, models=models)
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    text = g.add("CLIPTextEncode", [PROMPT], MODELS_COL)
+    g.link(clip, 0, text, "clip")
+    plan = recipe_plan(recipe, cache_variant)  # the chunker shows the values its preset uses
+    chunker = [1920, 1088, 81, 1, plan["chunk_frames"], plan["anchor_frames"], plan["window_chunks"] or 10000,
+               plan["position_mode"]]
+    cache_preset = label(recipe) + ("" if cache_variant == "native" else " + HiStream window")
+    steps = [label(recipe, "histream"), 5.0, *step_counts(recipe, "histream"), "renoise"]
+    refine = sampler_stages(g, model, text, chunker, steps, HISTREAM_STAGES[2], cache_preset=cache_preset)
+    decode_to_video(g, refine, vae, "histream/" + name.removesuffix(".json"))
+    g.add_note(FAMILY_NOTES[key] + "\n\n" + where_to_get(*models, "umt5", "vae"),
+               f"{label(recipe)}: recipe and licence", under=[TEMPORAL, SPATIAL_2])
+    return g.to_json()
+
+
 BUILDERS = {  # graphs of their own shape
     "histream_vace_control_1080p.json": build_vace,
     "histream_toy_demo.json": build_toy,
+    **{name: partial(build_family, name) for name in FAMILIES},
 }
 
 
