@@ -83,3 +83,11 @@ def test_a_run_that_cannot_fit_is_refused_before_allocating(server):
     assert _peak_rss_kib(server) - peak < 512 * 1024  # refused before any large allocation
     assert _outputs(server) == before
     server.run(histream_prompt("tiny_self_forcing.pt"))
+
+
+def test_shift_zero_from_model_sampling_names_the_node(server):
+    prompt = histream_prompt("tiny_self_forcing.pt")
+    prompt["32"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 0.0}}
+    prompt["6"]["inputs"]["model"] = ["32", 0]
+    text = _error(server, prompt)
+    assert "ModelSamplingSD3" in text and "shift 0.0" in text, text[:2000]

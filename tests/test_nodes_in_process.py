@@ -129,3 +129,8 @@ def test_a_stop_at_chunk_k_keeps_exactly_chunks_before_it(pack, patcher, comfy_m
     saved = load_file(str(path))
     assert "chunks-2-of-3" in path.name and "latent_format_version_0" in saved  # LoadLatent reads it unscaled
     assert torch.equal(saved["latent_tensor"], full[:, :, :6])
+
+
+def test_a_zero_token_conditioning_is_refused(pack, patcher):
+    with pytest.raises(ValueError, match="the positive CONDITIONING has 0 text tokens"):
+        run_pack_nodes(pack, patcher, [[torch.zeros(1, 0, 4096), {}]])
