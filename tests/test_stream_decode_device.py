@@ -49,7 +49,7 @@ def test_run_buffers_follow_the_patchers_load_device_not_the_weights(pack, comfy
     pipeline = core.HiStreamPipeline(model, cfg)  # no device given: the model's run device
     with OutputDevices() as log:
         pipeline.allocate()
-        noise = pipeline._draw(core.NoiseSource(0, cfg.batch_size), cfg.chunk_frames, low=True)
+        noise = pipeline._draw(core.NoiseSource(0, cfg.batch_size), cfg.chunk_frames, pipeline.low)
         spare = model.new_cache(batch=1, grid_hw=(2, 2), anchor_frames=3, window_chunks=1, chunk_frames=3,
                                 total_frames=4, position_mode="cache_relative").allocate()  # device left default
     caches = pipeline.plan_caches()

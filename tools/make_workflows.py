@@ -151,7 +151,7 @@ MIN_SIZE = {"LoadHiStreamModel": (320, 0), "LoraLoaderModelOnly": (320, 0), "CLI
             # the longest titles: whole at the newest frontend's title font
             "AnchorCacheChunker": (300, 0), "CachedUpsampleRefine": (300, 0)}
 GAP_Y = 30  # between a node's body and the next node's title bar
-GAP_X = 30  # between stage groups
+GAP_X = 24  # between stage groups
 # a group's title band (its title, then room for the source badge the frontend draws above each node's title),
 # inner margin and title font (newer frontends draw every group title at their own 20 px)
 GROUP_TITLE, GROUP_PAD, GROUP_FONT = 52, 14, 20
@@ -279,10 +279,11 @@ OUTPUT_COL = "Decode and save"
 
 
 def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
-                   negative: int | None = None, cfg: float = 1.0, cache_preset: str = "custom") -> int:
+                   negative: int | None = None, cfg: float = 1.0, cache_preset: str = "custom",
+                   cache_dtype: str = "default") -> int:
     """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked;
     with `negative`, Low-Res Denoise guides with it at `cfg`; `cache_preset`: the chunker's family preset."""
-    chunker_id = g.add("AnchorCacheChunker", [*chunker, cache_preset], TEMPORAL)
+    chunker_id = g.add("AnchorCacheChunker", [*chunker, cache_dtype, cache_preset], TEMPORAL)  # definition order
     steps_id = g.add("SparseStepSampler", steps, TIMESTEP)
     low_id = g.add("LowResDenoise", [*low, cfg], SPATIAL_1)
     g.link(model, 0, low_id, "model")
