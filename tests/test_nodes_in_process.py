@@ -23,6 +23,25 @@ def run_graph(pack, patcher, preset="HiStream+", frames=13):
     return run_pack_nodes(pack, patcher, [[fake_wan_text(1, 8, 1), {}]], frames=frames, preset=preset)
 
 
+def stop_at_step(pack, patcher, comfy_modules, step: int) -> list[int]:
+    """Run a 33-frame HiStream graph and press Stop when the progress bar reaches `step`; returns the steps seen."""
+    mm, seen = comfy_modules.model_management, []
+
+    def hook(v, total, preview, node_id=None):
+        seen.append(v)
+        if v == step:
+            mm.interrupt_current_processing(True)
+
+    comfy_modules.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_graph(pack, patcher, "HiStream", frames=33)
+    finally:
+        comfy_modules.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    return seen
+
+
 def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
     from comfy.cli_args import LatentPreviewMethod, args
 
@@ -43,21 +62,7 @@ def test_progress_and_previews_over_all_chunks(pack, patcher, comfy_modules):
 
 
 def test_stop_button_interrupts_and_releases(pack, patcher, comfy_modules):
-    mm = comfy_modules.model_management
-    seen = []
-
-    def hook(v, total, preview, node_id=None):
-        seen.append(v)
-        if v == 2:
-            mm.interrupt_current_processing(True)
-
-    comfy_modules.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            run_graph(pack, patcher, "HiStream", frames=33)
-    finally:
-        comfy_modules.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
+    seen = stop_at_step(pack, patcher, comfy_modules, 2)
     assert seen == [1, 2]  # stopped at the next step
     out = run_graph(pack, patcher, "HiStream", frames=9)
     assert torch.isfinite(out["samples"]).all()
@@ -107,24 +112,13 @@ def test_a_stop_at_chunk_k_keeps_exactly_chunks_before_it(pack, patcher, comfy_m
     chunks of an uninterrupted run, in stock SaveLatent's layout; a successful run leaves no such file."""
     from safetensors.torch import load_file
 
-    mm, out_dir = comfy_modules.model_management, comfy_modules.folder_paths.get_output_directory()
+    out_dir = comfy_modules.folder_paths.get_output_directory()
     partial = lambda: set(Path(out_dir).rglob("*.latent"))
     before = partial()
     full = run_graph(pack, patcher, "HiStream", frames=33)["samples"]  # 9 latent frames: 3 chunks of 3
     assert partial() == before  # success leaves nothing behind
     steps_per_chunk = 4
-
-    def hook(v, total, preview, node_id=None):
-        if v == 2 * steps_per_chunk + 1:  # the first step of chunk 2
-            mm.interrupt_current_processing(True)
-
-    comfy_modules.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            run_graph(pack, patcher, "HiStream", frames=33)
-    finally:
-        comfy_modules.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
+    stop_at_step(pack, patcher, comfy_modules, 2 * steps_per_chunk + 1)  # the first step of chunk 2
     (path,) = partial() - before
     saved = load_file(str(path))
     assert "chunks-2-of-3" in path.name and "latent_format_version_0" in saved  # LoadLatent reads it unscaled
