@@ -128,3 +128,20 @@ def test_a_stop_at_chunk_k_keeps_exactly_chunks_before_it(pack, patcher, comfy_m
 def test_a_zero_token_conditioning_is_refused(pack, patcher):
     with pytest.raises(ValueError, match="the positive CONDITIONING has 0 text tokens"):
         run_pack_nodes(pack, patcher, [[torch.zeros(1, 0, 4096), {}]])
+
+
+def test_a_non_finite_vace_control_is_refused_where_it_enters(pack):
+    import importlib
+    import types
+
+    from histream_core import HiStreamConfig
+
+    conditioning = importlib.import_module(f"{pack.__name__}.nodes.conditioning")
+    patcher = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=types.SimpleNamespace(
+        vace_blocks=[object()])))
+    cfg = HiStreamConfig(width=64, height=64, num_frames=9)
+    frames = torch.zeros(1, 32, cfg.latent_frames, *cfg.latent_size)
+    frames[0, 5, 1, 2, 3] = float("nan")
+    positive = [[fake_wan_text(1, 8, 1), {"vace_frames": [frames], "vace_strength": [1.0]}]]
+    with pytest.raises(ValueError, match=r"VACE control video 1 \(WanVaceToVideo\) holds 1 NaN/inf value"):
+        conditioning.vace_control(patcher, positive, cfg)
