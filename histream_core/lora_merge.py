@@ -134,7 +134,7 @@ def load_lora_pairs(path, name: str | None = None) -> list[LoraPair]:
     """Read a LoRA file (.safetensors or a weights-only pickle) → its pairs."""
     from pathlib import Path
 
-    from .loading import read_state_dict
+    from .checkpoint_files import read_state_dict
 
     name = name or Path(path).name
     raw, _ = read_state_dict(path)

@@ -25,6 +25,7 @@ from checkpoint_factory import (
 )
 from safetensors.torch import save_file
 
+from histream_core.checkpoint_files import read_state_dict
 from histream_core.config import WanConfig
 from histream_core.loading import (
     CheckpointError,
@@ -33,7 +34,6 @@ from histream_core.loading import (
     infer_wan_config,
     is_causal_ar,
     load_wan_state_dict,
-    read_state_dict,
     to_canonical_wan,
     unwrap_checkpoint,
     validate_t2v,
