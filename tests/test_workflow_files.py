@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import make_workflows
+from tools import make_workflows, workflow_graph
 
 WORKFLOWS = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.json"))
 DOWNLOADABLE = (".safetensors", ".sft")  # what the frontend's missing-models dialog downloads
@@ -56,12 +56,12 @@ def test_self_forcing_weights_are_not_downloadable_by_the_dialog_and_the_note_sa
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_groups_hold_their_nodes_and_the_note_is_outside_them(path):
     wf = json.loads(path.read_text())
-    title_bar = make_workflows.TITLE_H
+    title_bar = workflow_graph.TITLE_H
     for node in wf["nodes"]:
         (x, y), (w, h) = node["pos"], node["size"]
         inside = [g["title"] for g in wf["groups"]
                   if g["bounding"][0] <= x and x + w <= g["bounding"][0] + g["bounding"][2]
-                  and g["bounding"][1] + make_workflows.GROUP_TITLE <= y - title_bar
+                  and g["bounding"][1] + workflow_graph.GROUP_TITLE <= y - title_bar
                   and y + h <= g["bounding"][1] + g["bounding"][3]]
         if node["type"] == "Note":
             assert not inside, (path.name, inside)
