@@ -110,6 +110,13 @@ def chunk_decode_reserve(host_estimate: Callable, dtype, batch: int, chunk_frame
     return int(host_estimate((batch, latent_channels, chunk_frames, *latent_hw), dtype))
 
 
+def output_bytes(hi: HiStreamConfig, decoded: bool) -> int:
+    """The run's outputs on the host side: the fp32 LATENT and, when a VAE decodes on the sampler, the fp32 IMAGE."""
+    h, w = hi.latent_size
+    out = 4 * hi.batch_size * 16 * hi.latent_frames * h * w
+    return out + (4 * hi.batch_size * hi.num_frames * hi.height * hi.width * 3 if decoded else 0)
+
+
 class InsufficientMemoryError(MemoryError):
     """A run that cannot fit: raised before anything large is allocated; the message has the estimate, the free
     amount and the cheapest changes that would fit."""

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, ScheduleError
+from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, ScheduleError, WanConfig
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
+from ..histream_core.memory import output_bytes
 from ..histream_core.schedule import build_step_plan
 from ..histream_core.vace import VaceControl
 from . import host_model, partial_save, stream_decode
@@ -129,6 +130,7 @@ class RunPlan:
     control: VaceControl | None
     seed: int
     device_bytes: int  # what the run needs on the device besides the weights
+    wan: WanConfig  # the MODEL's architecture
 
 
 def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
@@ -141,7 +143,8 @@ def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
     wan = host_model.wan_config_of(patcher.model.diffusion_model)
     text = text_inputs(stage.positive, stage.negative, cfg, wan.text_dim)
     control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
-    return RunPlan(patcher, cfg, text, control, stage.seed, host_model.run_device_bytes(patcher, wan, cfg, control))
+    return RunPlan(patcher, cfg, text, control, stage.seed, host_model.run_device_bytes(patcher, wan, cfg, control),
+                   wan)
 
 
 def load_with_room_for_caches(plan: RunPlan, vae) -> None:
@@ -153,11 +156,8 @@ def load_with_room_for_caches(plan: RunPlan, vae) -> None:
     else:
         reserve = stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
         stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve)
-    outputs = 4 * cfg.batch_size * 16 * cfg.latent_frames * cfg.latent_size[0] * cfg.latent_size[1]  # the LATENT
-    if vae is not None:
-        outputs += 4 * cfg.batch_size * cfg.num_frames * cfg.height * cfg.width * 3  # the decoded IMAGE
-    wan = host_model.wan_config_of(plan.patcher.model.diffusion_model)
-    host_model.check_room_for_run(plan.patcher, wan, cfg, plan.device_bytes + reserve, outputs)
+    host_model.check_room_for_run(plan.patcher, plan.wan, cfg, plan.device_bytes + reserve,
+                                  output_bytes(cfg, decoded=vae is not None))
 
 
 def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> str:

@@ -38,8 +38,7 @@ def check_room_for_run(patcher, wan: WanConfig, cfg, need_bytes: int, output_byt
     against the intermediate device's; refuse with the estimate and the fixes that fit, before any buffer exists."""
     device = patcher.load_device
     out_device = comfy.model_management.intermediate_device()
-    elem = 4 if compute_dtype(patcher).itemsize == 4 else 2
-    fixes = cheaper_plans(wan, cfg, elem)
+    fixes = cheaper_plans(wan, cfg, cache_elem_bytes(patcher))
     if torch.device(out_device).type == torch.device(device).type:
         need_bytes += output_bytes  # one memory holds both (CPU runs)
     else:
@@ -104,9 +103,14 @@ def resolve_shift(patcher, node_shift: float) -> float:
     return float(node_shift)
 
 
+def cache_elem_bytes(patcher) -> int:
+    """Bytes per cached value the planner counts: fp32 runs keep fp32 caches, every other dtype 2 bytes."""
+    return 4 if compute_dtype(patcher).itemsize == 4 else 2
+
+
 def run_device_bytes(patcher, wan: WanConfig, cfg, control: VaceControl | None) -> int:
     """Device memory a run needs besides the weights: caches, text cache, activations, and the VACE caches."""
-    elem = 4 if compute_dtype(patcher).itemsize == 4 else 2
+    elem = cache_elem_bytes(patcher)
     need = run_bytes(wan, cfg, elem)
     if control is not None:
         vace_layers = len(patcher.model.diffusion_model.vace_blocks)
