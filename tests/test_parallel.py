@@ -5,7 +5,16 @@ caches and cost 1/N, the exchanges equal slicing, and a group size that does not
 import pytest
 import torch
 from core_helpers import video_config
-from parallel_helpers import SCENARIOS, SIX_HEADS, exchange_inputs, run_scenario, six_head_model, spawn_ranks
+from parallel_helpers import (
+    SCENARIOS,
+    SEED,
+    SIX_HEADS,
+    exchange_inputs,
+    run_scenario,
+    scenario,
+    six_head_model,
+    spawn_ranks,
+)
 
 from histream_core import HiStreamPipeline
 from histream_core.parallel import SequenceParallel, parallel_from_environment, token_split
@@ -95,3 +104,14 @@ def test_single_process_has_no_parallel_context():
     assert parallel_from_environment() is None
     pipe = HiStreamPipeline(six_head_model(), video_config("histream"))
     assert pipe.parallel is None and all(c.parallel is None and c.heads == 6 for c in pipe.plan_caches())
+
+
+def test_bytes_counted_in_a_gloo_run_equal_a_shape_only_meta_run(sharded):
+    """The bench counts on `meta` with a transport that moves nothing: the same bytes as the real collectives."""
+    n, ranks = sharded
+    for r, res in enumerate(ranks):
+        model, cfg, kw = scenario("histream")
+        sp = SequenceParallel(r, n)
+        with torch.no_grad():
+            HiStreamPipeline(model.to("meta"), cfg, output_device=None, parallel=sp).generate(seed=SEED, **kw)
+        assert dict(sp.sent) == res["histream"]["sent"] and sp.sent["gather"] > 0
