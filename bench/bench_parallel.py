@@ -108,6 +108,13 @@ def count_run(wan: WanConfig, cfg: HiStreamConfig, n: int, layers: int) -> list[
     return out
 
 
+def cache_bytes(wan: WanConfig, cfg: HiStreamConfig, n: int) -> dict:
+    """KV cache bytes per rank (all layers, both resolutions) here, and with a full-length cache on every rank."""
+    model = CausalWanModel(wan, device="meta", dtype=torch.bfloat16)
+    sharded = HiStreamPipeline(model, cfg, parallel=SequenceParallel(0, n)).cache_nbytes()
+    return {"head_sharded": sharded, "full_on_every_rank": HiStreamPipeline(model, cfg).cache_nbytes()}
+
+
 def summarise(wan: WanConfig, rows: list[dict], n: int) -> dict:
     steady = rows[-2]  # the window is full and the chunk writes the cache (the last chunk writes nothing)
     per_chunk = {"ours": steady["ours_per_layer"] * wan.num_layers + steady["gather"],
@@ -133,7 +140,8 @@ def run(layers: int, setups=SETUPS) -> dict:
             for n in ranks:
                 rows = count_run(wan, cfg, n, layers)
                 results.append({"model": name, "preset": preset, "window_chunks": cfg.window_chunks,
-                                "latent_frames": latent_frames, **summarise(wan, rows, n)})
+                                "latent_frames": latent_frames, "cache_bytes_per_rank": cache_bytes(wan, cfg, n),
+                                **summarise(wan, rows, n)})
                 s = results[-1]
                 print(f"{name} {preset:13s} N={n}: per chunk per layer ours {s['per_layer']['ours'] / 2**20:8.1f} MiB"
                       f", whole-cache {s['per_layer']['whole_cache'] / 2**20:8.1f} MiB (x{s['ratio']:.2f})",

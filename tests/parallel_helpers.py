@@ -94,6 +94,7 @@ def _rank_main(rank: int, size: int, init_file: str, out_dir: str, job: str) -> 
                 results[name] = run_scenario(name, SequenceParallel.over())
         elif job == "exchange":
             results = exchange_check(SequenceParallel.over())
+            results["environment"] = environment_check()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -128,3 +129,42 @@ def exchange_check(sp) -> dict:
     return {"shard": shard, "gathered": sp.gather_tokens(shard, f, hw),
             "to_heads": sp.tokens_to_heads(qkv_shard, f, hw),
             "to_tokens": sp.heads_to_tokens(x["out"][:, :, hs].contiguous(), f), "sent": dict(sp.sent)}
+
+
+def environment_check() -> dict:
+    """What `parallel_from_environment` finds in an initialised world: nothing registered, a registered group,
+    a yunchang-style Ulysses group (a stand-in module with yunchang's attribute names), the env flag."""
+    import sys
+    import types
+
+    import torch.distributed as dist
+
+    from histream_core.parallel import ENV_FLAG, parallel_from_environment, use_sequence_parallel_group
+
+    def seen():
+        sp = parallel_from_environment()
+        return None if sp is None else (sp.rank, sp.size)
+
+    out = {"nothing": seen()}
+    use_sequence_parallel_group(dist.group.WORLD)
+    out["registered"] = seen()
+    use_sequence_parallel_group(None)
+    stub = types.ModuleType("yunchang.globals")
+    stub.PROCESS_GROUP = types.SimpleNamespace(ULYSSES_PG=dist.group.WORLD, RING_PG=dist.new_group([dist.get_rank()]))
+    sys.modules["yunchang.globals"] = stub
+    try:
+        out["yunchang"] = seen()
+        stub.PROCESS_GROUP.RING_PG = dist.group.WORLD
+        try:
+            seen()
+            out["ring_refused"] = None
+        except ValueError as e:
+            out["ring_refused"] = str(e)
+    finally:
+        del sys.modules["yunchang.globals"]
+    os.environ[ENV_FLAG] = "world"
+    try:
+        out["env_flag"] = seen()
+    finally:
+        del os.environ[ENV_FLAG]
+    return out

@@ -87,6 +87,10 @@ def test_exchanges_equal_slicing_the_full_tensors():
         mine = 2 * f * (hi - lo) * 2 * 4 * 4  # batch 2, 2 heads of 4, float32
         assert res["sent"]["qkv"] == 3 * mine * (n - 1)
         assert res["sent"]["out"] == sum(2 * f * m * 2 * 4 * 4 for q, m in enumerate(sizes) if q != r)
+        env = res["environment"]  # parallel_from_environment in the initialised world
+        assert env["nothing"] is None
+        assert env["registered"] == env["yunchang"] == env["env_flag"] == (r, n)
+        assert "ring degree 3" in env["ring_refused"] and "set the ring degree to 1" in env["ring_refused"]
 
 
 def test_group_size_not_dividing_the_heads_is_refused_with_the_fix():
