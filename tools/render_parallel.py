@@ -5,7 +5,8 @@
 
 Each process takes one GPU (NCCL) when CUDA is there, else the CPU (gloo). All processes form one
 sequence-parallel group (histream_core/parallel.py): each keeps the KV cache of H/N heads and every process ends
-with the whole latent; rank 0 writes it. N must divide the model's attention heads (12 for 1.3B, 40 for 14B).
+with the whole latent; rank 0 writes it and prints one JSON line {"reports": [...]} with each rank's seconds,
+cache GiB and bytes sent. N must divide the model's attention heads (12 for 1.3B, 40 for 14B).
 The request (settings, prompts, negative, VACE control, seed) is written by
 `histream_core.render_request.save_render_request`. The output holds `latent` [B, 16, T, H/8, W/8] float32 in the
 model's normalised latent space (what HiStreamPipeline.generate returns) and the request's settings as metadata.
@@ -96,12 +97,19 @@ def main(argv=None) -> int:
         latent = pipe.generate(req.context, seed=req.seed, control=req.control, negative=req.negative)
         seconds = time.perf_counter() - t0
         cache_gib = pipe.cache_nbytes(req.control) / 2**30
-        sent = dict(parallel.sent) if parallel is not None else {}
-        print(json.dumps({"rank": rank, "ranks": size, "seconds": round(seconds, 3), "cache_gib_this_rank":
-                          round(cache_gib, 6), "bytes_sent": sent, "latent_shape": list(latent.shape)}), flush=True)
+        report = {"rank": rank, "ranks": size, "seconds": round(seconds, 3), "cache_gib_this_rank":
+                  round(cache_gib, 6), "bytes_sent": dict(parallel.sent) if parallel is not None else {},
+                  "latent_shape": list(latent.shape)}
+        reports = [report]
+        if grouped:  # one line from rank 0 (torchrun interleaves the processes' output)
+            import torch.distributed as dist
+
+            reports = [None] * size
+            dist.all_gather_object(reports, report)
         if rank == 0:
             from safetensors.torch import save_file
 
+            print(json.dumps({"reports": reports}), flush=True)
             meta = {"histream": json.dumps({"ranks": size, "seed": req.seed, "space": "normalised model latent",
                                             "width": req.config.width, "height": req.config.height,
                                             "num_frames": req.config.num_frames})}
