@@ -21,7 +21,7 @@ SIX_HEADS = WanConfig(dim=96, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=6
 SIX_HEADS_VACE = WanConfig(dim=96, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=6, num_layers=4)
 SEED = 7
 # 64x64 video: 4x4 = 16 patch tokens per frame at full res, 2x2 = 4 at low res (3 ranks split them 6/5/5, 2/1/1)
-SCENARIOS = ("self_forcing", "histream", "histream_plus", "prompt_switch", "vace", "batch2_cfg")
+SCENARIOS = ("self_forcing", "histream", "histream_plus", "prompt_switch", "vace", "batch2_cfg", "histream_fp8")
 
 
 def six_head_model(seed: int = 0) -> CausalWanModel:
@@ -46,6 +46,9 @@ def scenario(name: str):
         return model, video_config("self_forcing", num_frames=33), {"context": context(model)}
     if name in ("histream", "histream_plus"):
         return model, video_config(name, num_frames=45, window_chunks=1), {"context": context(model)}
+    if name == "histream_fp8":  # the fp8 cache: e4m3 with a scale per token and head, so head-local too
+        cfg = video_config("histream", num_frames=45, window_chunks=1, cache_dtype="fp8_e4m3fn")
+        return model, cfg, {"context": context(model)}
     if name == "prompt_switch":
         sched = PromptSchedule(((0, context(model, seed=1)), (2, context(model, seed=2))))
         return model, video_config("histream", num_frames=45, window_chunks=1), {"context": sched}
@@ -89,8 +92,8 @@ def _rank_main(rank: int, size: int, init_file: str, out_dir: str, job: str) -> 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     try:
         results = {}
-        if job == "scenarios":
-            for name in SCENARIOS:
+        if job == "scenarios" or job.startswith("scenarios:"):  # all, or "scenarios:a,b"
+            for name in SCENARIOS if job == "scenarios" else job.split(":", 1)[1].split(","):
                 results[name] = run_scenario(name, SequenceParallel.over())
         elif job == "exchange":
             results = exchange_check(SequenceParallel.over())

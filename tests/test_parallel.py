@@ -58,6 +58,12 @@ def test_each_rank_caches_its_head_slice_at_one_nth_the_bytes(single, sharded, n
             gk, gv = got["caches"][cname]
             assert gk.shape == k[..., lo:hi, :].shape
             for what, g, w in (("K", gk, k[..., lo:hi, :]), ("V", gv, v[..., lo:hi, :])):
+                if g.dtype == torch.float8_e4m3fn:  # stored rounded: an input 1e-7 off may round one step apart
+                    g, w = g.float(), w.float()
+                    step = 2.0 ** (torch.floor(torch.log2(w.abs().clamp_min(2**-6))) - 3)  # e4m3: 3 mantissa bits
+                    off = (g - w).abs()
+                    assert (off <= step).all() and (off > 0).float().mean() <= 1e-3, (name, n, r, cname, what)
+                    continue
                 # relative to the cache's largest entry: linear layers over fewer rows round differently
                 err = ((g - w).abs().max() / w.abs().max()).item()
                 assert err <= 1e-6, f"{name}, {n} ranks, rank {r}, {cname} {what}: {err:.3g}"
