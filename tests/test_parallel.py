@@ -125,3 +125,19 @@ def test_bytes_counted_in_a_gloo_run_equal_a_shape_only_meta_run(sharded):
         with torch.no_grad():
             HiStreamPipeline(model.to("meta"), cfg, output_device=None, parallel=sp).generate(seed=SEED, **kw)
         assert dict(sp.sent) == res["histream"]["sent"] and sp.sent["gather"] > 0
+
+
+def test_a_group_of_one_is_bitwise_the_single_process_run():
+    """All the sharding plumbing with N = 1 (exchanges are copies): not one bit changes."""
+    model, cfg, kw = scenario("histream")
+    with torch.no_grad():
+        want = HiStreamPipeline(model, cfg).generate(seed=SEED, **kw)
+        got = HiStreamPipeline(model, cfg, parallel=SequenceParallel(0, 1, _LocalTransport())).generate(seed=SEED, **kw)
+    assert torch.equal(got, want)
+
+
+class _LocalTransport:
+    """A group of one: the only piece goes to this rank itself."""
+
+    def all_to_all(self, recv, send, recv_sizes, send_sizes):
+        recv.copy_(send)
