@@ -76,10 +76,10 @@ class HiStreamPipeline:
         # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
         self.low = Resolution("low", config.low_latent_size, max(1.0, config.rope_ntk_scale * config.low_res_scale))
         self.high = Resolution("high", config.latent_size, config.rope_ntk_scale)
-        if parallel is not None:
-            p = model.config.patch_size
-            parallel.check(model.config.num_heads, {r.name + "-res": (r.latent_size[0] // p[1]) * (
-                r.latent_size[1] // p[2]) for r in self.resolutions()})
+        if parallel is not None:  # refuse a group that does not divide the heads or outnumbers a frame's tokens
+            ph, pw = model.config.patch_size[1:]
+            tokens = {f"{r.name}-res": (r.latent_size[0] // ph) * (r.latent_size[1] // pw) for r in self.resolutions()}
+            parallel.check(model.config.num_heads, tokens)
         self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
         self._vace_text: TextCache | None = None
         self.window_latents: WindowLatents | None = None  # kept only while a prompt schedule has switches
