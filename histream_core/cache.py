@@ -56,8 +56,9 @@ class KVCache:
                  anchor_frames: int, window_chunks: int | None, chunk_frames: int, total_frames: int,
                  rope: Rope3D, position_mode: str = "cache_relative", device=None, dtype=torch.float32,
                  name: str = "cache", rotate_on_read: bool = False, requantize_on_evict: bool = False,
-                 read_dtype: torch.dtype = torch.float32, attention_backend: str | None = None):
+                 read_dtype: torch.dtype = torch.float32, attention_backend: str | None = None, parallel=None):
         self.name = name
+        self.parallel = parallel  # parallel.SequenceParallel: `heads` are this rank's share; None = one process
         self.attention_backend = attention_backend  # None: the process default (attention.py)
         self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
         self.grid_hw = grid_hw

@@ -154,12 +154,14 @@ class CausalWanModel(nn.Module):
         h = (per_frame(blk.norm2(x)) * (1 + scale_ff) + shift_ff).view(b, s, d)
         return (per_frame(x) + per_frame(blk.ffn(h)) * gate_ff).view(b, s, d)
 
-    def _head(self, x: torch.Tensor, e: torch.Tensor, grid) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, e: torch.Tensor, grid, parallel=None) -> torch.Tensor:
         hd = self.head
         b, s, d = x.shape
         m = hd.modulation.to(device=x.device, dtype=x.dtype).unsqueeze(0) + e.unsqueeze(2)  # [B, T', 2, dim]
         shift, scale = m[:, :, 0].unsqueeze(2), m[:, :, 1].unsqueeze(2)
         y = hd.head((hd.norm(x).view(b, grid[0], -1, d) * (1 + scale) + shift).view(b, s, d))
+        if parallel is not None:  # token shards → every token, on every rank (parallel.py)
+            y = parallel.gather_tokens(y, grid[0], grid[1] * grid[2])
         return self.unpatchify(y, grid)
 
     def unpatchify(self, y: torch.Tensor, grid) -> torch.Tensor:
@@ -170,9 +172,13 @@ class CausalWanModel(nn.Module):
         return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.config.out_dim, f * pt, h * ph, w * pw)
 
     def _run(self, x, t, text: TextCache, self_attend, vace: VaceInput | None = None, vace_attend=None,
-             ) -> torch.Tensor:
+             parallel=None) -> torch.Tensor:
+        """`parallel` (parallel.SequenceParallel): every block runs on this rank's token shard; `self_attend` then
+        exchanges tokens for heads itself."""
         b = x.shape[0]
         tok, grid = self.embed(x)
+        if parallel is not None:
+            tok = parallel.shard_tokens(tok, grid[0])
         e, e0 = self.time_vectors(t, b)
         if e0.shape[1] not in (1, grid[0]):
             raise ValueError(f"per-frame timesteps must have {grid[0]} entries, got {e0.shape[1]}")
@@ -180,12 +186,12 @@ class CausalWanModel(nn.Module):
         if vace is not None:  # without control the VACE blocks are skipped entirely
             if not self.has_vace:
                 raise ValueError("VACE control was given but the model has no VACE blocks: load a VACE module")
-            stream = VaceStream(self, vace, tok, e0, grid[0], vace.text, vace_attend)
+            stream = VaceStream(self, vace, tok, e0, grid[0], vace.text, vace_attend, parallel)
         for i in range(len(self.blocks)):
             tok = self._block(i, tok, e0, grid[0], text, self_attend)
             if stream is not None:
                 tok = stream.after_block(i, tok)
-        return self._head(tok, e, grid)
+        return self._head(tok, e, grid, parallel)
 
     # ---- the three ways to run -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None, *,
@@ -217,25 +223,32 @@ class CausalWanModel(nn.Module):
         `vace` (with `text` and `cache` set) runs the VACE blocks the same way against their own cache."""
         frames = x.shape[2] // self.config.patch_size[0]
         cache.begin(frame_start, frames)
+        sp = getattr(cache, "parallel", None)  # a head-sharded cache (parallel.py): tokens sharded, exchanged
+        attend = cache.attend if sp is None else sp.attend_with(cache)
         if vace is None:
-            return self._run(x, t, text, cache.attend)
+            return self._run(x, t, text, attend, parallel=sp)
         if vace.text is None or vace.cache is None:
             raise ValueError("chunked VACE needs the VACE text K/V (vace_text_cache) and a VACE KV cache")
+        if getattr(vace.cache, "parallel", None) is not sp:
+            raise ValueError("the VACE cache and the main cache must be sharded over the same group (or neither)")
         vace.cache.begin(frame_start, frames)
-        return self._run(x, t, text, cache.attend, vace, vace.cache.attend)
+        vace_attend = vace.cache.attend if sp is None else sp.attend_with(vace.cache)
+        return self._run(x, t, text, attend, vace, vace_attend, parallel=sp)
 
     # ---- helpers ---------------------------------------------------------------------------------------------
     def new_cache(self, *, batch: int, grid_hw: tuple[int, int], anchor_frames: int, window_chunks: int | None,
                   chunk_frames: int, total_frames: int, position_mode: str, device=None, dtype=None,
                   name: str = "cache", rope: Rope3D | None = None, rotate_on_read: bool = False,
-                  vace_entries: int = 0) -> KVCache:
-        """The main blocks' cache or, with `vace_entries` > 0, the VACE blocks' (entries stacked on the batch)."""
+                  vace_entries: int = 0, parallel=None) -> KVCache:
+        """The main blocks' cache or, with `vace_entries` > 0, the VACE blocks' (entries stacked on the batch).
+        With `parallel` (parallel.SequenceParallel) the cache holds this rank's heads only."""
         cfg = self.config
+        heads = cfg.num_heads if parallel is None else parallel.local_heads(cfg.num_heads)
         layers = len(self.vace_blocks) if vace_entries else cfg.num_layers
         batch = batch * vace_entries if vace_entries else batch
-        return KVCache(num_layers=layers, batch=batch, heads=cfg.num_heads, head_dim=cfg.head_dim,
+        return KVCache(num_layers=layers, batch=batch, heads=heads, head_dim=cfg.head_dim,
                        grid_hw=grid_hw, anchor_frames=anchor_frames, window_chunks=window_chunks,
                        chunk_frames=chunk_frames, total_frames=total_frames, rope=rope or self.rope,
                        position_mode=position_mode, device=device or self.device,
                        dtype=dtype or self.compute_dtype, name=name, rotate_on_read=rotate_on_read,
-                       read_dtype=self.compute_dtype, attention_backend=self.attention_backend)
+                       read_dtype=self.compute_dtype, attention_backend=self.attention_backend, parallel=parallel)

@@ -62,16 +62,24 @@ class Resolution:
 
 class HiStreamPipeline:
     def __init__(self, model: CausalWanModel, config: HiStreamConfig, device=None, cache_dtype=None,
-                 rotate_on_read: bool = False, output_device="cpu"):
+                 rotate_on_read: bool = False, output_device="cpu", parallel=None):
         """`rotate_on_read` selects the slow reference path of cache_relative positions (see cache.py);
-        finished chunks are moved to `output_device` as they complete, so nothing grows on the GPU."""
+        finished chunks are moved to `output_device` as they complete, so nothing grows on the GPU.
+        `parallel` (parallel.SequenceParallel, e.g. `parallel_from_environment()`): this process is one rank of a
+        sequence-parallel group; its caches hold its share of the heads and every rank yields the whole video.
+        None = one process."""
         self.model, self.config = model, config
+        self.parallel = parallel
         self.device = torch.device(device) if device is not None else model.device
         self.cache_dtype = cache_dtype or (FP8 if config.cache_dtype == "fp8_e4m3fn" else model.compute_dtype)
         self.rotate_on_read, self.output_device = rotate_on_read, output_device
         # NTK scaling is a property of the grid size: the half-size grid needs proportionally less stretch
         self.low = Resolution("low", config.low_latent_size, max(1.0, config.rope_ntk_scale * config.low_res_scale))
         self.high = Resolution("high", config.latent_size, config.rope_ntk_scale)
+        if parallel is not None:  # refuse a group that does not divide the heads or outnumbers a frame's tokens
+            ph, pw = model.config.patch_size[1:]
+            tokens = {f"{r.name}-res": (r.latent_size[0] // ph) * (r.latent_size[1] // pw) for r in self.resolutions()}
+            parallel.check(model.config.num_heads, tokens)
         self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
         self._vace_text: TextCache | None = None
         self.window_latents: WindowLatents | None = None  # kept only while a prompt schedule has switches
@@ -100,7 +108,7 @@ class HiStreamPipeline:
             anchor_frames=cfg.anchor, window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames,
             total_frames=cfg.latent_frames, position_mode=cfg.position_mode, device=self.device,
             dtype=self.cache_dtype, name=f"{res.name}-res" + (" VACE cache" if vace_entries else " cache"),
-            vace_entries=vace_entries)
+            vace_entries=vace_entries, parallel=self.parallel)
 
     def plan_caches(self) -> list[KVCache]:
         """The caches this config needs (not yet allocated), low-res first; the VACE blocks' caches (same layout as

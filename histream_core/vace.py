@@ -175,7 +175,7 @@ class VaceStream:
     """Runs the VACE blocks alongside one main forward: call `after_block(i, x)` after every main block."""
 
     def __init__(self, model, vace: VaceInput, x_tokens: torch.Tensor, e0: torch.Tensor, frames: int,
-                 text: TextCache, self_attend):
+                 text: TextCache, self_attend, parallel=None):
         self.model, self.frames, self.text, self.self_attend = model, frames, text, self_attend
         self.strengths = [float(s) for s in vace.strengths]
         n = len(self.strengths)
@@ -190,6 +190,8 @@ class VaceStream:
             else torch.float32
         c = pe(vace.context.to(device=x_tokens.device, dtype=in_dtype)).to(x_tokens.dtype)
         self.c = c.flatten(2).transpose(1, 2)  # [n·B, L, dim]
+        if parallel is not None:  # this rank's token shard, like the main stream's (parallel.py)
+            self.c = parallel.shard_tokens(self.c, frames)
         self.x_in = x_tokens.repeat(n, 1, 1)  # the main stream's embedded tokens, for before_proj
         self.e0 = e0.repeat(n, *([1] * (e0.ndim - 1)))
 
