@@ -258,3 +258,13 @@ def test_prefix_errors_name_the_fix():
         HiStreamPipeline(model, cfg.with_(prefix_frames=0)).generate(ctx, prefix_latent=ok)
     with pytest.raises(ConfigError, match="make the video longer than the prefix"):
         video_config("histream", num_frames=9, prefix_frames=3)
+
+
+def test_seconds_count_from_the_first_output_frame_and_chunks_from_the_first_generated_one():
+    from histream_core.prompt_schedule import seconds_to_chunk
+
+    # prefix of 1 latent frame (pixel frame 0): pixel frames 1..12 (latent 1..3) are chunk 0, 13..24 chunk 1
+    assert [seconds_to_chunk(f / 16, 3, prefix_frames=1) for f in (0, 1, 12, 13, 24, 25)] == [0, 0, 0, 1, 1, 2]
+    # without a prefix chunk 0 is latent 0..2 (pixel frames 0..8)
+    assert [seconds_to_chunk(f / 16, 3) for f in (0, 8, 9, 20, 21)] == [0, 0, 1, 1, 2]
+    assert seconds_to_chunk(4 / 16, 3, prefix_frames=3) == 0  # inside the prefix
