@@ -36,6 +36,13 @@ SLOTS = {
                         ("trim_latent", "INT")]),
     "HiStreamPromptSchedule": ([(f"conditioning_{i}", "CONDITIONING") for i in range(1, 5)],
                                [("positive", "CONDITIONING")]),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadLatent": ([], [("LATENT", "LATENT")]),
+    "LatentCut": ([("samples", "LATENT")], [("LATENT", "LATENT")]),
+    "LatentConcat": ([("samples1", "LATENT"), ("samples2", "LATENT")], [("LATENT", "LATENT")]),
+    "HiStreamStartImage": ([("model", "MODEL"), ("vae", "VAE"), ("start_image", "IMAGE"), ("cache", "HISTREAM_CACHE")],
+                           [("MODEL", "MODEL")]),
+    "HiStreamVideoPrefix": ([("model", "MODEL"), ("latent", "LATENT")], [("MODEL", "MODEL")]),
 }
 
 # ------------------------------------------------------------------------------------------------------- layout
