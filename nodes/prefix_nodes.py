@@ -73,7 +73,7 @@ class HiStreamStartImage:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "apply"
-    TITLE = "HiStream Start Image (image to video)"
+    TITLE = "HiStream Start Image"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Image to video: the start image, VAE-encoded, becomes the video's first latent frame, held in "
                    "both KV caches as the anchor (what core's ARVideoI2V does; the chunker's frames count it). "
@@ -101,7 +101,7 @@ class HiStreamVideoPrefix:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "apply"
-    TITLE = "HiStream Video Prefix (extend / resume)"
+    TITLE = "HiStream Video Prefix"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Video extension and resume: the last latent frames of a LATENT start the new video, held in "
                    "both KV caches as the anchor. The output repeats them first; the chunker's frames count them. "

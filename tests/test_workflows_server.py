@@ -214,3 +214,32 @@ def test_extend_workflow_starts_with_the_loaded_latent(server):
     loaded = load_file(str(server.input_dir / "histream_previous.latent"))["latent_tensor"]
     assert joined.shape == (1, 16, 3, 8, 8) and torch.equal(joined[:, :, :1], loaded)
     assert torch.isfinite(joined).all() and (joined[:, :, 1:] - loaded).abs().max() > 1e-3
+
+
+def test_i2v_workflow_equals_emulated_ar_video_i2v_and_starts_with_the_image(server):
+    """The shipped image-to-video graph's latent is the same with core's ARVideoI2V (emulated: no matrix host has it)
+    in place of HiStream Start Image, and its first frame is the encoded start image (saved by a stock VAEEncode of
+    the same resize)."""
+    api = tiny_api(server, WORKFLOWS[0].parent / "histream_i2v_1080p.json")
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
+                                                        "filename_prefix": "histream_test/i2v_pack"}}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    start = api[ids["HiStreamStartImage"]]["inputs"]
+    # the start image as ARVideoI2V sees it: stock ImageScale (common_upscale, bilinear, center) → VAEEncode
+    api["91"] = {"class_type": "ImageScale", "inputs": {"image": start["start_image"], "upscale_method": "bilinear",
+                                                        "width": 64, "height": 64, "crop": "center"}}
+    api["92"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["91", 0], "vae": start["vae"]}}
+    api["93"] = {"class_type": "SaveLatent", "inputs": {"samples": ["92", 0], "filename_prefix": "histream_test/img"}}
+    entry = server.run(api, timeout=600)
+    pack, encoded = saved_latent(server, entry, "90"), saved_latent(server, entry, "93")
+    api[ids["HiStreamStartImage"]] = {"class_type": "HiStreamTestEmulatedARVideoI2V", "inputs": {
+        "model": start["model"], "vae": start["vae"], "start_image": start["start_image"], "width": 64, "height": 64,
+        "length": 9, "batch_size": 1}}
+    for nid in ("91", "92", "93"):
+        del api[nid]
+    api["90"]["inputs"]["filename_prefix"] = "histream_test/i2v_emulated"
+    emulated = saved_latent(server, server.run(api, timeout=600), "90")
+    assert pack.shape == (1, 16, 3, 8, 8) and torch.equal(pack, emulated)
+    assert torch.allclose(pack[:, :, :1], encoded, atol=1e-5), (pack[:, :, :1] - encoded).abs().max()

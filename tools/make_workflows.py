@@ -385,7 +385,7 @@ def build_i2v(prefix: str = "histream/i2v_1080p") -> dict:
     refine = sampler_stages(g, model, text, *HISTREAM_STAGES, model_after_chunker=start_image)
     decode_to_video(g, refine, vae, prefix)
     g.add_note(I2V_NOTE + "\n\n" + where_to_get("self_forcing", "umt5", "vae"), "HiStream: image to video",
-               under=[TEMPORAL, SPATIAL_2])
+               under=[TIMESTEP, SPATIAL_2])  # right of the (tall) start image column
     return g.to_json()
 
 

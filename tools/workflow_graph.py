@@ -54,7 +54,7 @@ NODE_W = 280
 # (LoadVideo's preview of a square control video included)
 MIN_SIZE = {"LoadHiStreamModel": (320, 0), "LoraLoaderModelOnly": (320, 0), "CLIPLoader": (320, 0),
             "VAELoader": (320, 0), "CLIPTextEncode": (320, 170), "HiStreamToyPrompt": (320, 0),
-            "SaveVideo": (280, 300), "LoadVideo": (300, 400),
+            "SaveVideo": (280, 300), "LoadVideo": (300, 400), "LoadImage": (280, 330),
             # the longest titles: whole at the newest frontend's title font
             "AnchorCacheChunker": (300, 0), "CachedUpsampleRefine": (300, 0)}
 GAP_Y = 30  # between a node's body and the next node's title bar
