@@ -36,14 +36,16 @@ def start_image(h=48, w=80):
     return torch.rand(2, h, w, 3, generator=torch.Generator().manual_seed(SEED))  # the node uses the first only
 
 
-def run(pack, model, *, frames=13, seed=7, prompt_seed=1):
-    """Chunker (64x64, chunks of 3, window 1) → Low-Res Denoise → Cached Upsample Refine; returns the LATENT."""
+def run(pack, model, *, frames=13, seed=7, prompt_seed=1, vae=None):
+    """Chunker (64x64, chunks of 3, window 1) → Low-Res Denoise → Cached Upsample Refine; returns the LATENT (and
+    the streamed IMAGE with a `vae`)."""
     m = pack.NODE_CLASS_MAPPINGS
     cache, latent, steps = chunker_and_steps(pack, frames=frames)
     (low,) = m["LowResDenoise"]().stage(model=model, positive=[[fake_wan_text(prompt_seed, 8, 1), {}]], cache=cache,
                                         steps=steps, latent=latent, seed=seed, low_res_scale=0.5)
-    return m["CachedUpsampleRefine"]().run(low_res=low, upsample_method="bilinear", downsample_method="area",
-                                           rope_ntk_scale=1.0, cache_update="clean_pass")[0]
+    out = m["CachedUpsampleRefine"]().run(low_res=low, upsample_method="bilinear", downsample_method="area",
+                                          rope_ntk_scale=1.0, cache_update="clean_pass", vae=vae)
+    return out[0] if vae is None else out
 
 
 def core_run(prefix_model_space, frames, seed=7):
@@ -141,3 +143,17 @@ def test_resume_from_the_saved_latent_equals_extension_from_those_frames(pack, p
     from safetensors.torch import load_file
 
     assert torch.allclose(load_file(str(saved))["latent_tensor"], resumed[:, :, :6], atol=1e-6)
+
+
+def test_streaming_decode_of_an_i2v_run_starts_with_the_prefix_frames(pack, patcher, vae):
+    """With the VAE on the sampler the prefix is decoded first, before chunk 0: the IMAGE equals stock VAEDecode of
+    the LATENT output (its first frame the start image's decode)."""
+    from stream_decode_support import stock_vae_decode
+
+    m = pack.NODE_CLASS_MAPPINGS
+    cache, _, _ = chunker_and_steps(pack, frames=13)
+    (model,) = m["HiStreamStartImage"]().apply(patcher, vae, start_image(), cache)
+    latent, images = run(pack, model, vae=vae)
+    want = stock_vae_decode(vae, latent["samples"])
+    assert images.shape == want.shape == (1 + 4 * 3, 64, 64, 3)
+    assert torch.allclose(images, want, atol=1e-5), (images - want).abs().max()
