@@ -157,3 +157,10 @@ def test_streaming_decode_of_an_i2v_run_starts_with_the_prefix_frames(pack, patc
     want = stock_vae_decode(vae, latent["samples"])
     assert images.shape == want.shape == (1 + 4 * 3, 64, 64, 3)
     assert torch.allclose(images, want, atol=1e-5), (images - want).abs().max()
+
+
+def test_a_model_prefix_that_is_no_video_latent_is_refused_naming_the_fix(pack, patcher):
+    bad = patcher.clone()
+    bad.model_options.setdefault("transformer_options", {})["ar_config"] = {"initial_latent": torch.zeros(1, 16, 8, 8)}
+    with pytest.raises(ValueError, match="initial_latent must be a video latent .* make it with HiStream Start Image"):
+        run(pack, bad)
