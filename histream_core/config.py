@@ -128,6 +128,9 @@ class HiStreamConfig:
     # classifier-free guidance: v = v_neg + g (v_pos - v_neg); 1 = off (Self-Forcing's distilled weights need 1)
     guidance_scale: float = 1.0
     cache_dtype: str = "default"  # see CACHE_DTYPES
+    # latent frames of a clean prefix (a start image, or frames of an earlier video: prefix.py) at the start of the
+    # output; 0 = none. The prefix is the anchor (RoPE positions 0..k-1) and chunking starts after it.
+    prefix_frames: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -157,6 +160,8 @@ class HiStreamConfig:
 
     @property
     def anchor(self) -> int:
+        if self.prefix_frames:  # the prefix is the anchor (anchor_frames does not apply)
+            return self.prefix_frames
         a = self.chunk_frames if self.anchor_frames is None else self.anchor_frames
         return min(a, self.latent_frames)
 
@@ -170,8 +175,8 @@ class HiStreamConfig:
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
-        """(first latent frame, frame count) per chunk; the last one may be shorter."""
-        out, start = [], 0
+        """(first latent frame, frame count) per generated chunk, after the prefix; the last one may be shorter."""
+        out, start = [], self.prefix_frames
         while start < self.latent_frames:
             n = min(self.chunk_frames, self.latent_frames - start)
             out.append((start, n))
@@ -180,7 +185,7 @@ class HiStreamConfig:
 
     @property
     def num_chunks(self) -> int:
-        return math.ceil(self.latent_frames / self.chunk_frames)
+        return math.ceil((self.latent_frames - self.prefix_frames) / self.chunk_frames)
 
     def latent_shape(self, low: bool = False) -> tuple[int, int, int, int, int]:
         h, w = self.low_latent_size if low else self.latent_size
@@ -211,6 +216,13 @@ class HiStreamConfig:
                 use = f"use {lo} or {hi}" if lo > 0 else f"use {hi}"  # 0 is no size
                 raise ConfigError(f"{name} {side} does not fit: sides must be multiples of {self.side_multiple} "
                                   f"(whole 2x2 patches of 8x VAE cells at full res{low}); {use}")
+        if not isinstance(self.prefix_frames, int) or self.prefix_frames < 0:
+            raise ConfigError(f"prefix_frames must be a whole number >= 0 (0 = no prefix), got {self.prefix_frames!r}")
+        if self.prefix_frames >= self.latent_frames:
+            raise ConfigError(f"a prefix of {self.prefix_frames} latent frames leaves nothing to generate in "
+                              f"{self.latent_frames} latent frames ({self.num_frames} frames): make the video "
+                              f"longer than the prefix (at least {pixel_frames_of(self.prefix_frames + 1)} frames) "
+                              f"or take fewer prefix frames")
         if self.anchor_frames is not None and self.anchor_frames < 0:
             raise ConfigError(f"anchor_frames must be >= 0, got {self.anchor_frames}")
         if self.window_chunks is not None and self.window_chunks < 0:

@@ -26,6 +26,7 @@ from .guidance import paired_context
 from .kv_quant import FP8
 from .model import CausalWanModel
 from .noise import NoiseSource
+from .prefix import checked_prefix
 from .prompt_schedule import PromptSchedule
 from .recache import WindowLatents, switch_prompt
 from .resample import resize_latent
@@ -38,9 +39,13 @@ log = logging.getLogger("histream")
 
 @dataclass
 class ChunkResult:
-    index: int
+    index: int  # the generated chunk's index; -1 for the prefix (prefix.py), yielded first as given
     frame_start: int
     latent: torch.Tensor  # [B, 16, frames, H/8, W/8], float32, model (normalised) latent space
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.index < 0
 
 
 @dataclass
@@ -147,20 +152,28 @@ class HiStreamPipeline:
     # ---- generation ------------------------------------------------------------------------------------------
     def generate(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
                  callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
-                 control: VaceControl | None = None, negative: torch.Tensor | None = None) -> torch.Tensor:
-        """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space)."""
-        chunks = [c.latent for c in self.stream(context, seed, callback, noise, control, negative)]
+                 control: VaceControl | None = None, negative: torch.Tensor | None = None,
+                 prefix_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole video latent [B, 16, T, H/8, W/8] (float32, normalised latent space), the prefix first."""
+        chunks = [c.latent for c in self.stream(context, seed, callback, noise, control, negative, prefix_latent)]
         return torch.cat(chunks, dim=2)
 
     @torch.no_grad()
     def stream(self, context: torch.Tensor | PromptSchedule, seed: int = 0,
                callback: Callable[[StepInfo], None] | None = None, noise: Callable | None = None,
-               control: VaceControl | None = None, negative: torch.Tensor | None = None) -> Iterator[ChunkResult]:
+               control: VaceControl | None = None, negative: torch.Tensor | None = None,
+               prefix_latent: torch.Tensor | None = None) -> Iterator[ChunkResult]:
         """Yield each finished chunk as soon as it is done. Caches are allocated here and always released.
         `context`: one text context [B, L, text_dim], or a PromptSchedule switching prompts at given chunks.
         `control`: VACE control (WanVaceToVideo's conditioning); None skips the VACE blocks entirely.
-        `negative`: the negative text context, used (and required) when config.guidance_scale != 1."""
+        `negative`: the negative text context, used (and required) when config.guidance_scale != 1.
+        `prefix_latent`: the clean prefix [1 or B, 16, config.prefix_frames, H/8, W/8] (prefix.py), required when
+        config.prefix_frames > 0; it is written into every cache first and yielded first (index -1)."""
         cfg = self.config
+        if cfg.prefix_frames and prefix_latent is None:
+            raise ValueError(f"the plan starts with a prefix of {cfg.prefix_frames} latent frames but none was "
+                             f"given: pass prefix_latent, or plan prefix_frames=0")
+        prefix = None if prefix_latent is None else checked_prefix(prefix_latent, cfg, self.model.config.in_dim)
         noise = noise or NoiseSource(seed, cfg.batch_size)
         prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
         if cfg.guided:
@@ -183,6 +196,10 @@ class HiStreamPipeline:
                 self._vace_text = vace_text_cache(self.model, first, control.entries, cfg.model_batch)
             self.window_latents = WindowLatents(cfg.window_chunks) if switches else None
             self._steps_done = 0
+            if prefix is not None:
+                self._write_prefix(prefix, text, callback)
+                keep = self.output_device is None or prefix.device.type == "meta"
+                yield ChunkResult(-1, 0, prefix if keep else prefix.to(self.output_device))
             for k, (start, frames) in enumerate(cfg.chunks):
                 if k in switches:
                     text = switch_prompt(self, k, switches[k], callback)
@@ -272,6 +289,20 @@ class HiStreamPipeline:
         if k < cfg.num_chunks - 1:  # the last chunk is never attended to: no cache write
             self._update_caches(k, start, sched, x0, x0_low, text, callback)
         return x0
+
+    def _write_prefix(self, prefix: torch.Tensor, text: TextCache, callback) -> None:
+        """The prefix at σ = 0 into every cache, at t = 0, before any chunk: the full-res latent into the high-res
+        cache, its downsample (the method the loop shrinks finished chunks with) into the low-res one. Each cache
+        is empty, so the prefix sits at frame positions 0..k-1 and fills the anchor (config.anchor = k)."""
+        cfg = self.config
+        for res in self.resolutions():
+            clean = prefix.to(self.device)
+            if res.low:
+                clean = resize_latent(clean, cfg.low_latent_size, cfg.downsample_method)
+            self._predict(clean, 0.0, text, res, 0)
+            if callback:
+                callback(StepInfo("cache", -1, -1, -1, -1, res.name, 0.0, clean, None))
+            self._commit(res)
 
     def _update_caches(self, k, start, sched, x0, x0_low, text, callback) -> None:
         """Write the finished chunk into every cache (paper §3.2: both resolutions keep their own cache)."""

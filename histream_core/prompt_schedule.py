@@ -7,6 +7,8 @@ KV-cache window under the new text (see `recache.py`); the anchor keeps the fram
 Starts may be given in seconds of output video. Wan's VAE makes pixel frame f (16 fps) part of latent frame 0 when
 f = 0 and of latent frame 1 + (f - 1) // 4 otherwise (4 pixel frames per latent frame after the first); the chunk
 is that latent frame // chunk_frames. A start of s seconds means the pixel frame shown at s: f = round(16·s).
+With a clean prefix of k latent frames (prefix.py) seconds still count from the output's first frame and the
+chunks from the first generated one: chunk (latent frame - k) // chunk_frames; a start inside the prefix is chunk 0.
 """
 
 from __future__ import annotations
@@ -33,17 +35,17 @@ def latent_frame_of_pixel_frame(pixel_frame: int) -> int:
     return 0 if pixel_frame == 0 else 1 + (pixel_frame - 1) // VAE_STRIDE_T
 
 
-def seconds_to_chunk(seconds: float, chunk_frames: int, fps: int = WAN_FPS) -> int:
+def seconds_to_chunk(seconds: float, chunk_frames: int, fps: int = WAN_FPS, prefix_frames: int = 0) -> int:
     """The chunk that holds the pixel frame shown at `seconds` (frame round(fps·seconds))."""
     if seconds < 0:
         raise PromptScheduleError(f"a prompt cannot start at {seconds} s: starts must be >= 0")
-    return latent_frame_of_pixel_frame(round(seconds * fps)) // chunk_frames
+    return max(0, latent_frame_of_pixel_frame(round(seconds * fps)) - prefix_frames) // chunk_frames
 
 
-def start_in_chunks(start: float, unit: str, chunk_frames: int, fps: int = WAN_FPS) -> int:
+def start_in_chunks(start: float, unit: str, chunk_frames: int, fps: int = WAN_FPS, prefix_frames: int = 0) -> int:
     """A start value in `unit` ("chunk" or "second") as a chunk index."""
     if unit == "second":
-        return seconds_to_chunk(float(start), chunk_frames, fps)
+        return seconds_to_chunk(float(start), chunk_frames, fps, prefix_frames)
     if unit != "chunk":
         raise PromptScheduleError(f"unknown prompt start unit {unit!r}; choose one of {list(UNITS)}")
     if float(start) != int(start) or start < 0:
@@ -109,9 +111,9 @@ class PromptSchedule:
 
 
 def build_prompt_schedule(items: Sequence[tuple[float, str, torch.Tensor]], chunk_frames: int,
-                          num_chunks: int | None = None, fps: int = WAN_FPS) -> PromptSchedule:
+                          num_chunks: int | None = None, fps: int = WAN_FPS, prefix_frames: int = 0) -> PromptSchedule:
     """(start, unit, context) items → a PromptSchedule in chunks; two starts landing in one chunk are an error."""
-    starts = [start_in_chunks(s, u, chunk_frames, fps) for s, u, _ in items]
+    starts = [start_in_chunks(s, u, chunk_frames, fps, prefix_frames) for s, u, _ in items]
     for i in range(1, len(starts)):
         if starts[i] == starts[i - 1]:
             raise PromptScheduleError(f"prompts {i} and {i + 1} (starts {items[i - 1][0]} {items[i - 1][1]} and "

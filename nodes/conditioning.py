@@ -111,7 +111,7 @@ def _prompt_schedule(positive: list, cfg: HiStreamConfig, text_dim: int) -> Prom
         groups.setdefault((float(opts[START_KEY]), opts[UNIT_KEY]), []).append([cond, rest])
     items = [(s, u, joined_context(entries, cfg.batch_size, text_dim)) for (s, u), entries in sorted(groups.items())]
     try:
-        return build_prompt_schedule(items, cfg.chunk_frames, cfg.num_chunks)
+        return build_prompt_schedule(items, cfg.chunk_frames, cfg.num_chunks, prefix_frames=cfg.prefix_frames)
     except PromptScheduleError as exc:
         raise ValueError(f"HiStream Prompt Schedule: {exc}") from None
 

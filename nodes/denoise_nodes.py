@@ -13,7 +13,7 @@ from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_M
 from ..histream_core.memory import output_bytes
 from ..histream_core.schedule import build_step_plan
 from ..histream_core.vace import VaceControl
-from . import host_model, partial_save, stream_decode
+from . import host_model, partial_save, prefix_nodes, stream_decode
 from .conditioning import TextInputs, text_inputs, vace_control
 from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResStage
 
@@ -67,7 +67,8 @@ def video_config(stage: LowResStage, **extra) -> HiStreamConfig:
     try:
         plan = build_step_plan(st.first_steps, st.first_low, st.later_steps, st.later_low, shift, st.sigmas)
         return HiStreamConfig(**stage.cache.core_kwargs(), low_res_scale=stage.low_res_scale, steps=plan,
-                              sampler=st.sampler, guidance_scale=stage.cfg, **extra)
+                              sampler=st.sampler, guidance_scale=stage.cfg,
+                              prefix_frames=prefix_nodes.prefix_frames(stage.model), **extra)
     except (ConfigError, ScheduleError) as exc:
         raise ValueError(f"HiStream: {exc}") from None
 
@@ -131,6 +132,7 @@ class RunPlan:
     seed: int
     device_bytes: int  # what the run needs on the device besides the weights
     wan: WanConfig  # the MODEL's architecture
+    prefix: torch.Tensor | None = None  # the clean prefix (model latent space) the MODEL carries (prefix_nodes.py)
 
 
 def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
@@ -143,8 +145,9 @@ def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
     wan = host_model.wan_config_of(patcher.model.diffusion_model)
     text = text_inputs(stage.positive, stage.negative, cfg, wan.text_dim)
     control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
+    prefix = prefix_nodes.prefix_of(patcher, cfg, wan.in_dim)
     return RunPlan(patcher, cfg, text, control, stage.seed, host_model.run_device_bytes(patcher, wan, cfg, control),
-                   wan)
+                   wan, prefix)
 
 
 def load_with_room_for_caches(plan: RunPlan, vae) -> None:
@@ -162,20 +165,22 @@ def load_with_room_for_caches(plan: RunPlan, vae) -> None:
 
 def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> str:
     """After a Stop or an error: save the finished chunks (and their decoded frames) where stock LoadLatent can read
-    them; returns a sentence for the message ('' when nothing was finished)."""
-    if not chunks:
-        return ""
+    them, after the prefix where the run has one (so the file is this run's output so far); returns a sentence for
+    the message ('' when nothing was finished)."""
     cfg = plan.config
+    done = len(chunks) - (plan.prefix is not None and len(chunks) > 0)  # the prefix is no finished chunk
+    if done <= 0:
+        return ""
     frames = None if decoder is None or decoder.video is None else decoder.video[:, :decoder.written]
     try:
         path = partial_save.save_partial(host_model.to_raw_latent(plan.patcher, torch.cat(chunks, dim=2)),
-                                         len(chunks), cfg.num_chunks, frames)
+                                         done, cfg.num_chunks, frames)
     except Exception as exc:  # noqa: BLE001 - a failed save must not hide the run's own error
         log.error("HiStream: could not save the finished chunks: %s", exc)
         return ""
     log.warning("HiStream: stopped after %d of %d chunks; the finished chunks were saved to %s (copy it to ComfyUI's "
-                "input folder to load it with Load Latent)", len(chunks), cfg.num_chunks, path)
-    return f". The {len(chunks)} finished chunk(s) of {cfg.num_chunks} were saved to {path}"
+                "input folder to load it with Load Latent)", done, cfg.num_chunks, path)
+    return f". The {done} finished chunk(s) of {cfg.num_chunks} were saved to {path}"
 
 
 def with_note(exc: Exception, note: str) -> Exception:
@@ -193,7 +198,7 @@ def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder) -> list[t
     progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks))
     text, chunks = plan.text.to(patcher.load_device), []
     stream = pipeline.stream(text.context, seed=plan.seed, callback=progress, control=plan.control,
-                             negative=text.negative)
+                             negative=text.negative, prefix_latent=plan.prefix)
     try:
         for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
             chunks.append(chunk.latent)

@@ -70,10 +70,10 @@ class ListCache:
         self.current = None
 
 
-def reference_run(model, cfg, ctx, seed, monkeypatch):
+def reference_run(model, cfg, ctx, seed, monkeypatch, prefix=None):
     with monkeypatch.context() as m:
         m.setattr(model, "new_cache", lambda **kw: ListCache(**kw))
-        return HiStreamPipeline(model, cfg).generate(ctx, seed=seed)
+        return HiStreamPipeline(model, cfg).generate(ctx, seed=seed, prefix_latent=prefix)
 
 
 @pytest.mark.parametrize("anchor, window", [(None, 1), (1, 2), (4, 1), (0, 1), (3, 0)])
@@ -104,3 +104,18 @@ def test_list_reference_is_exact_without_evictions(monkeypatch):
     cfg = video_config("histream", num_frames=1 + 4 * 11, window_chunks=None, position_mode="cache_relative")
     absolute = HiStreamPipeline(model, cfg.with_(position_mode="absolute")).generate(ctx, seed=2)
     assert torch.allclose(reference_run(model, cfg, ctx, 2, monkeypatch), absolute, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k, window", [(1, 1), (3, 2)])
+def test_a_prefix_anchor_after_evictions_equals_list_reference(k, window, monkeypatch):
+    """With a clean prefix (its place 0..k-1 is the anchor) the places after evictions are the reference's too."""
+    model = tiny_model()
+    ctx = context(model)
+    cfg = video_config("histream_plus", num_frames=1 + 4 * 20, window_chunks=window, position_mode="cache_relative",
+                       prefix_frames=k)
+    prefix = torch.randn(1, 16, k, *cfg.latent_size, generator=torch.Generator().manual_seed(4))
+    want = reference_run(model, cfg, ctx, 1, monkeypatch, prefix)
+    fast = HiStreamPipeline(model, cfg).generate(ctx, seed=1, prefix_latent=prefix)
+    slow = HiStreamPipeline(model, cfg, rotate_on_read=True).generate(ctx, seed=1, prefix_latent=prefix)
+    assert torch.equal(fast[:, :, :k], prefix)
+    assert max((fast - want).abs().max().item(), (slow - want).abs().max().item()) < 1e-5

@@ -54,6 +54,8 @@ FILE_WIDGETS = {
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("LoadVideo", "file"): "input",
+    ("LoadImage", "image"): "input",
+    ("LoadLatent", "latent"): "input",
 }
 
 
@@ -94,6 +96,9 @@ def supply_model_files(server) -> None:
                     target = (server.input_dir if folder == "input" else server.model_dir(folder)) / value
                     target.touch()
     write_control_video(server.input_dir / "control_video.mp4", frames=9, size=64)  # a real one: it is previewed
+    from PIL import Image
+
+    Image.new("RGB", (80, 48), (200, 120, 40)).save(server.input_dir / "start_image.png")  # previewed as well
 
 
 def _widget_specs(info):

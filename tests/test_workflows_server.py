@@ -49,7 +49,20 @@ def server(comfy_server_factory, comfy_modules):
                             {**tiny_state_dict(seed=9), **tiny_vace_tensors()})
     write_control_video(srv.input_dir / "control_video.mp4", frames=9, size=64)
     write_family_files(srv, weights)
+    write_prefix_inputs(srv)
     return srv
+
+
+def write_prefix_inputs(srv) -> None:
+    """The image-to-video workflow's start image (80x48: the node center-crops it) and the extension workflow's
+    previous latent (one latent frame at 64x64, in stock SaveLatent's layout)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(2)
+    pixels = (torch.rand(48, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(srv.input_dir / "start_image.png")
+    save_file({"latent_tensor": torch.randn(1, 16, 1, 8, 8, generator=g) * 0.5,
+               "latent_format_version_0": torch.tensor([])}, str(srv.input_dir / "histream_previous.latent"))
 
 
 FAMILY_FILES = ("causal_forcing.pt", "framewise-2step.pt", "longlive_base.pt", "krea-realtime-video-14b.safetensors")
@@ -134,6 +147,16 @@ def tiny_api(server, path: Path) -> dict:
         api[nid]["inputs"].update(width=64, height=64, length=9)
     for nid in by_type.get("LoadVideo", []):
         assert api[nid]["inputs"]["file"] == "control_video.mp4"
+    for nid in by_type.get("LoadImage", []):
+        assert api[nid]["inputs"]["image"] == "start_image.png"
+    for nid in by_type.get("LoadLatent", []):
+        assert api[nid]["inputs"]["latent"] == "histream_previous.latent"
+    # extension: the previous latent's one frame is the prefix (9 frames = 3 latent: the prefix and 2 new), the
+    # join drops it from the new output and puts the previous latent first: 1 + 2 latent frames, 9 frames again
+    for nid in by_type.get("HiStreamVideoPrefix", []):
+        api[nid]["inputs"]["frames"] = 1
+    for nid in by_type.get("LatentCut", []):
+        api[nid]["inputs"]["index"] = 1
     return api
 
 
@@ -177,3 +200,46 @@ def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_
     without = saved_latent(server, server.run(api, timeout=600), "90")
     assert with_control.shape == without.shape == (1, 16, 3, 8, 8)
     assert (with_control - without).norm() > 1e-2 * without.norm()
+
+
+def test_extend_workflow_starts_with_the_loaded_latent(server):
+    """The shipped extension graph's joined latent is the loaded latent followed by the new frames."""
+    api = tiny_api(server, WORKFLOWS[0].parent / "histream_extend_video.json")
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["LatentConcat"], 0],
+                                                        "filename_prefix": "histream_test/extended"}}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    joined = saved_latent(server, server.run(api, timeout=600), "90")
+    loaded = load_file(str(server.input_dir / "histream_previous.latent"))["latent_tensor"]
+    assert joined.shape == (1, 16, 3, 8, 8) and torch.equal(joined[:, :, :1], loaded)
+    assert torch.isfinite(joined).all() and (joined[:, :, 1:] - loaded).abs().max() > 1e-3
+
+
+def test_i2v_workflow_equals_emulated_ar_video_i2v_and_starts_with_the_image(server):
+    """The shipped image-to-video graph's latent is the same with core's ARVideoI2V (emulated: no matrix host has it)
+    in place of HiStream Start Image, and its first frame is the encoded start image (saved by a stock VAEEncode of
+    the same resize)."""
+    api = tiny_api(server, WORKFLOWS[0].parent / "histream_i2v_1080p.json")
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
+                                                        "filename_prefix": "histream_test/i2v_pack"}}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    start = api[ids["HiStreamStartImage"]]["inputs"]
+    # the start image as ARVideoI2V sees it: stock ImageScale (common_upscale, bilinear, center) → VAEEncode
+    api["91"] = {"class_type": "ImageScale", "inputs": {"image": start["start_image"], "upscale_method": "bilinear",
+                                                        "width": 64, "height": 64, "crop": "center"}}
+    api["92"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["91", 0], "vae": start["vae"]}}
+    api["93"] = {"class_type": "SaveLatent", "inputs": {"samples": ["92", 0], "filename_prefix": "histream_test/img"}}
+    entry = server.run(api, timeout=600)
+    pack, encoded = saved_latent(server, entry, "90"), saved_latent(server, entry, "93")
+    api[ids["HiStreamStartImage"]] = {"class_type": "HiStreamTestEmulatedARVideoI2V", "inputs": {
+        "model": start["model"], "vae": start["vae"], "start_image": start["start_image"], "width": 64, "height": 64,
+        "length": 9, "batch_size": 1}}
+    for nid in ("91", "92", "93"):
+        del api[nid]
+    api["90"]["inputs"]["filename_prefix"] = "histream_test/i2v_emulated"
+    emulated = saved_latent(server, server.run(api, timeout=600), "90")
+    assert pack.shape == (1, 16, 3, 8, 8) and torch.equal(pack, emulated)
+    assert torch.allclose(pack[:, :, :1], encoded, atol=1e-5), (pack[:, :, :1] - encoded).abs().max()

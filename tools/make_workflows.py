@@ -119,10 +119,14 @@ OUTPUT_COL = "Decode and save"
 
 def sampler_stages(g: Graph, model: int, positive: int, chunker: list, steps: list, low: list,
                    negative: int | None = None, cfg: float = 1.0, cache_preset: str = "custom",
-                   cache_dtype: str = "default") -> int:
+                   cache_dtype: str = "default", model_after_chunker=None) -> int:
     """Anchor Cache Chunker + Sparse Step Sampler + Low-Res Denoise → Cached Upsample Refine (returned), linked;
-    with `negative`, Low-Res Denoise guides with it at `cfg`; `cache_preset`: the chunker's family preset."""
+    with `negative`, Low-Res Denoise guides with it at `cfg`; `cache_preset`: the chunker's family preset;
+    `model_after_chunker(chunker_id, model)` returns the node whose MODEL Low-Res Denoise takes (e.g. the start image
+    node, which reads the chunker's size)."""
     chunker_id = g.add("AnchorCacheChunker", [*chunker, cache_dtype, cache_preset], TEMPORAL)  # definition order
+    if model_after_chunker is not None:
+        model = model_after_chunker(chunker_id, model)
     steps_id = g.add("SparseStepSampler", steps, TIMESTEP)
     low_id = g.add("LowResDenoise", [*low, cfg], SPATIAL_1)
     g.link(model, 0, low_id, "model")
@@ -332,7 +336,82 @@ def build_family(name: str) -> dict:
     return g.to_json()
 
 
+START_IMAGE = "start_image.png"
+PREVIOUS_LATENT = "histream_previous.latent"
+PREFIX_COL = "Start frames (prefix)"
+I2V_PROMPT = ("The golden retriever from the picture runs along the sunlit beach towards the camera, waves rolling in, "
+              "cinematic tracking shot, highly detailed")
+EXTEND_PROMPT = ("The golden retriever slows down, turns and walks into the shallow waves as the sun touches the "
+                 "horizon, cinematic tracking shot")
+PREFIX_NOTE = """The clean prefix: its frames start the output as given, are written into both KV caches (full res, and downsampled for the low-res cache) at t = 0 before the first chunk, and are the anchor (RoPE positions 0..k-1; chunking starts after them; the chunker's anchor_frames does not apply). The chunker's frames count the prefix: frames 81 = the prefix + the new frames. The MODEL carries it (transformer_options ar_config initial_latent), as core ComfyUI's ARVideoI2V does: a MODEL from ARVideoI2V (ComfyUI v0.21+) works here the same way."""
+I2V_NOTE = f"""HiStream image to video: the start image is the video's first frame.
+
+Load Image -> {TITLES["HiStreamStartImage"]}: the first image, resized to the chunker's size (bilinear, center crop, as ARVideoI2V does), VAE-encoded into the first latent frame.
+{PREFIX_NOTE}
+Your start image -> ComfyUI/input/."""
+EXTEND_NOTE = f"""HiStream video extension and resume: continue a latent you made with a new prompt.
+
+Load Latent reads a .latent from ComfyUI/input/: a previous run saved with SaveLatent, or the finished chunks that a stopped or failed run saved to output/histream_partial/ (copy the file to input/ to resume).
+{TITLES["HiStreamVideoPrefix"]}: its last `frames` latent frames (3 = one chunk = 12 video frames) start the new video. Latent Cut then drops them from the new output (index = the same number) and Latent Concat puts the whole loaded latent in front: the decoded video is the old one followed by the new frames.
+{PREFIX_NOTE}
+Extension is not one long run: the new chunks attend the prefix and the window, never the frames before the prefix (their KV cache is gone), so the join is smooth but what only the older frames showed can drift. A resumed run continues exactly as extension from the same frames."""
+
+
+def prefix_stages(g: Graph, text_prompt: str) -> tuple[int, int, int]:
+    """The model, text and VAE of a prefix workflow: (model, positive, vae)."""
+    model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none", "none"], MODELS_COL,
+                  models=["self_forcing"])
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    text = g.add("CLIPTextEncode", [text_prompt], MODELS_COL)
+    g.link(clip, 0, text, "clip")
+    return model, text, vae
+
+
+def build_i2v(prefix: str = "histream/i2v_1080p") -> dict:
+    """Image to video: Load Image → HiStream Start Image (the chunker's size) → Low-Res Denoise's MODEL."""
+    g = Graph(MODELS)
+    model, text, vae = prefix_stages(g, I2V_PROMPT)
+
+    def start_image(chunker, model_in):
+        image = g.add("LoadImage", [START_IMAGE, "image"], PREFIX_COL)
+        node = g.add("HiStreamStartImage", [], PREFIX_COL)
+        g.link(model_in, 0, node, "model")
+        g.link(vae, 0, node, "vae")
+        g.link(image, 0, node, "start_image")
+        g.link(chunker, 0, node, "cache")
+        return node
+
+    refine = sampler_stages(g, model, text, *HISTREAM_STAGES, model_after_chunker=start_image)
+    decode_to_video(g, refine, vae, prefix)
+    g.add_note(I2V_NOTE + "\n\n" + where_to_get("self_forcing", "umt5", "vae"), "HiStream: image to video",
+               under=[TIMESTEP, SPATIAL_2])  # right of the (tall) start image column
+    return g.to_json()
+
+
+def build_extend(prefix: str = "histream/extend_video", prefix_frames: int = 3) -> dict:
+    """Extension / resume: Load Latent → HiStream Video Prefix → the stages; Latent Cut + Latent Concat join."""
+    g = Graph(MODELS)
+    model, text, vae = prefix_stages(g, EXTEND_PROMPT)
+    loaded = g.add("LoadLatent", [PREVIOUS_LATENT], PREFIX_COL)
+    video_prefix = g.add("HiStreamVideoPrefix", [prefix_frames], PREFIX_COL)
+    g.link(model, 0, video_prefix, "model")
+    g.link(loaded, 0, video_prefix, "latent")
+    refine = sampler_stages(g, video_prefix, text, *HISTREAM_STAGES)
+    cut = g.add("LatentCut", ["t", prefix_frames, 4096], PREFIX_COL)
+    g.link(refine, 0, cut, "samples")
+    joined = g.add("LatentConcat", ["t"], PREFIX_COL)
+    g.link(loaded, 0, joined, "samples1")
+    g.link(cut, 0, joined, "samples2")
+    decode_to_video(g, joined, vae, prefix)
+    g.add_note(EXTEND_NOTE + "\n\n" + where_to_get("self_forcing", "umt5", "vae"), "HiStream: extend or resume",
+               under=[TEMPORAL, SPATIAL_2])
+    return g.to_json()
+
+
 BUILDERS = {  # graphs of their own shape
+    "histream_i2v_1080p.json": build_i2v,
+    "histream_extend_video.json": build_extend,
     "histream_vace_control_1080p.json": build_vace,
     "histream_toy_demo.json": build_toy,
     **{name: partial(build_family, name) for name in FAMILIES},

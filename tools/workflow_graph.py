@@ -36,6 +36,13 @@ SLOTS = {
                         ("trim_latent", "INT")]),
     "HiStreamPromptSchedule": ([(f"conditioning_{i}", "CONDITIONING") for i in range(1, 5)],
                                [("positive", "CONDITIONING")]),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadLatent": ([], [("LATENT", "LATENT")]),
+    "LatentCut": ([("samples", "LATENT")], [("LATENT", "LATENT")]),
+    "LatentConcat": ([("samples1", "LATENT"), ("samples2", "LATENT")], [("LATENT", "LATENT")]),
+    "HiStreamStartImage": ([("model", "MODEL"), ("vae", "VAE"), ("start_image", "IMAGE"), ("cache", "HISTREAM_CACHE")],
+                           [("MODEL", "MODEL")]),
+    "HiStreamVideoPrefix": ([("model", "MODEL"), ("latent", "LATENT")], [("MODEL", "MODEL")]),
 }
 
 # ------------------------------------------------------------------------------------------------------- layout
@@ -47,7 +54,7 @@ NODE_W = 280
 # (LoadVideo's preview of a square control video included)
 MIN_SIZE = {"LoadHiStreamModel": (320, 0), "LoraLoaderModelOnly": (320, 0), "CLIPLoader": (320, 0),
             "VAELoader": (320, 0), "CLIPTextEncode": (320, 170), "HiStreamToyPrompt": (320, 0),
-            "SaveVideo": (280, 300), "LoadVideo": (300, 400),
+            "SaveVideo": (280, 300), "LoadVideo": (300, 400), "LoadImage": (280, 330),
             # the longest titles: whole at the newest frontend's title font
             "AnchorCacheChunker": (300, 0), "CachedUpsampleRefine": (300, 0)}
 GAP_Y = 30  # between a node's body and the next node's title bar

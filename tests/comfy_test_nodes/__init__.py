@@ -119,7 +119,38 @@ class HiStreamTestSaveConditioning:
         return ()
 
 
+class HiStreamTestEmulatedARVideoI2V:
+    """EMULATED, test only: core ComfyUI's ARVideoI2V (comfy_extras/nodes_ar_video.py, v0.21+; no matrix host has
+    it), rebuilt from its public source's behaviour: the first start image resized by comfy.utils.common_upscale
+    (bilinear, center crop) to width x height, vae.encode of its RGB channels stored at
+    transformer_options["ar_config"]["initial_latent"] of a MODEL clone, and an empty latent of `length` frames."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "vae": ("VAE",), "start_image": ("IMAGE",),
+                             "width": ("INT", {"default": 832, "min": 16, "max": 8192, "step": 16}),
+                             "height": ("INT", {"default": 480, "min": 16, "max": 8192, "step": 16}),
+                             "length": ("INT", {"default": 81, "min": 1, "max": 1024, "step": 4}),
+                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64})}}
+
+    RETURN_TYPES = ("MODEL", "LATENT")
+    FUNCTION = "emulate"
+    CATEGORY = "HiStream/testing"
+
+    def emulate(self, model, vae, start_image, width, height, length, batch_size):
+        import comfy.utils
+
+        pixels = comfy.utils.common_upscale(start_image[:1].movedim(-1, 1), width, height, "bilinear", "center")
+        encoded = vae.encode(pixels.movedim(1, -1)[:, :, :, :3])
+        patched = model.clone()
+        ar = patched.model_options.setdefault("transformer_options", {}).setdefault("ar_config", {})
+        ar["initial_latent"] = encoded
+        empty = torch.zeros([batch_size, 16, (length - 1) // 4 + 1, height // 8, width // 8])
+        return (patched, {"samples": empty})
+
+
 NODE_CLASS_MAPPINGS = {
+    "HiStreamTestEmulatedARVideoI2V": HiStreamTestEmulatedARVideoI2V,
     "HiStreamTestConditioning": HiStreamTestConditioning, "HiStreamTestSaveConditioning": HiStreamTestSaveConditioning,
     "HiStreamTestAttnPatch": HiStreamTestAttnPatch, "HiStreamTestPoison": HiStreamTestPoison,
     "HiStreamTestSigmas": HiStreamTestSigmas,
