@@ -3,6 +3,7 @@
 from .denoise_nodes import CachedUpsampleRefine, LowResDenoise
 from .loader_node import LoadHiStreamModel
 from .plan_nodes import AnchorCacheChunker, SparseStepSampler
+from .sampler_node import HiStreamSampler
 from .schedule_node import HiStreamPromptSchedule
 from .toy_nodes import HiStreamToyDecode, HiStreamToyPrompt
 
@@ -13,6 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "LowResDenoise": LowResDenoise,
     "CachedUpsampleRefine": CachedUpsampleRefine,
     "HiStreamPromptSchedule": HiStreamPromptSchedule,
+    "HiStreamSampler": HiStreamSampler,
     "HiStreamToyPrompt": HiStreamToyPrompt,
     "HiStreamToyDecode": HiStreamToyDecode,
 }
