@@ -36,6 +36,14 @@ SLOTS = {
                         ("trim_latent", "INT")]),
     "HiStreamPromptSchedule": ([(f"conditioning_{i}", "CONDITIONING") for i in range(1, 5)],
                                [("positive", "CONDITIONING")]),
+    "UNETLoader": ([], [("MODEL", "MODEL")]),
+    "CFGGuider": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                  [("GUIDER", "GUIDER")]),
+    "RandomNoise": ([], [("NOISE", "NOISE")]),
+    "BasicScheduler": ([("model", "MODEL")], [("SIGMAS", "SIGMAS")]),
+    "HiStreamSampler": ([("cache", "HISTREAM_CACHE"), ("steps", "HISTREAM_STEPS")], [("SAMPLER", "SAMPLER")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                               ("latent_image", "LATENT")], [("output", "LATENT"), ("denoised_output", "LATENT")]),
 }
 
 # ------------------------------------------------------------------------------------------------------- layout
