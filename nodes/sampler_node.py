@@ -55,9 +55,8 @@ class SamplerPlan:
 
     def step_spec(self, sigmas: torch.Tensor) -> StepSpec:
         if self.steps is not None:
-            if self.steps.sigmas is None:
-                log.info("HiStream Sampler: the per-chunk step plan %r is used; the SIGMAS given to "
-                         "SamplerCustomAdvanced are ignored", self.steps.preset)
+            log.info("HiStream Sampler: the per-chunk step plan %r is used; the SIGMAS given to "
+                     "SamplerCustomAdvanced are ignored", self.steps.preset)
             return self.steps
         n, low = len(sigmas) - 1, self.sigmas_low_steps
         return StepSpec(SIGMAS_PLAN, self.shift, n, low, n, low, sigmas=tuple(float(s) for s in sigmas.flatten()
@@ -173,7 +172,7 @@ class HiStreamSampler:
 
     RETURN_TYPES = ("SAMPLER",)
     FUNCTION = "build"
-    TITLE = "HiStream Sampler (SamplerCustomAdvanced)"
+    TITLE = "HiStream Sampler"
     CATEGORY = CATEGORY
     DESCRIPTION = ("The whole HiStream loop (dual-resolution caching, anchor + window cache, per-chunk steps, "
                    "previews, Stop) as a SAMPLER for stock SamplerCustomAdvanced: the same video as the five stage "

@@ -372,7 +372,7 @@ def build_sampler_custom_advanced(prefix: str = "histream/sampler_custom_advance
     g.link(positive, 0, guider, "positive")
     g.link(negative, 0, guider, "negative")
     noise = g.add("RandomNoise", [42, "randomize"], STOCK_COL)
-    sigmas = g.add("BasicScheduler", ["simple", 4, 1.0], STOCK_COL, title="BasicScheduler (ignored: the step plan wins)")
+    sigmas = g.add("BasicScheduler", ["simple", 4, 1.0], STOCK_COL, title="BasicScheduler (ignored)")
     g.link(model, 0, sigmas, "model")
     run = g.add("SamplerCustomAdvanced", [], STOCK_COL)
     for src, name in ((noise, "noise"), (guider, "guider"), (sampler, "sampler"), (sigmas, "sigmas")):
