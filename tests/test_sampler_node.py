@@ -210,6 +210,11 @@ def test_pickled_sampler_runs_in_a_fresh_process(pack, comfy_modules, tmp_path):
     sampler = histream_sampler(pack, cache, "SIGMAS", steps=steps)
     restored = pickle.loads(pickle.dumps(sampler))
     assert type(restored) is type(sampler) and restored.plan == sampler.plan
+    (with_sigmas,) = pack.NODE_CLASS_MAPPINGS["SparseStepSampler"]().build(
+        preset="HiStream", shift=5.0, first_chunk_steps=4, first_chunk_low_steps=2, later_chunk_steps=2,
+        later_chunk_low_steps=1, sigmas=torch.tensor([1.0, 0.5, 0.0]))
+    for other in (histream_sampler(pack, cache, "SIGMAS"), histream_sampler(pack, cache, steps=with_sigmas)):
+        assert pickle.loads(pickle.dumps(other)).plan == other.plan
     want, _ = custom_advanced(sampler, patcher, TEXT, latent)
     payload, result = tmp_path / "sampler.pkl", tmp_path / "result.pt"
     payload.write_bytes(pickle.dumps({"sampler": sampler, "positive": TEXT, "latent": latent, "seed": 7,
