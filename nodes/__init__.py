@@ -4,6 +4,7 @@ from .denoise_nodes import CachedUpsampleRefine, LowResDenoise
 from .loader_node import LoadHiStreamModel
 from .plan_nodes import AnchorCacheChunker, SparseStepSampler
 from .prefix_nodes import HiStreamStartImage, HiStreamVideoPrefix
+from .sampler_node import HiStreamSampler
 from .schedule_node import HiStreamPromptSchedule
 from .toy_nodes import HiStreamToyDecode, HiStreamToyPrompt
 
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "LowResDenoise": LowResDenoise,
     "CachedUpsampleRefine": CachedUpsampleRefine,
     "HiStreamPromptSchedule": HiStreamPromptSchedule,
+    "HiStreamSampler": HiStreamSampler,
     "HiStreamToyPrompt": HiStreamToyPrompt,
     "HiStreamToyDecode": HiStreamToyDecode,
     "HiStreamStartImage": HiStreamStartImage,

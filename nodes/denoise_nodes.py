@@ -111,12 +111,7 @@ class CachedUpsampleRefine:
             raise ValueError(stream_decode.NO_VAE_MESSAGE)
         cfg, patcher = plan.config, plan.patcher
         decoder = None if vae is None else stream_decode.StreamingDecode(vae, cfg.batch_size, cfg.latent_frames)
-        load_with_room_for_caches(plan, vae)
-        pipeline = HiStreamPipeline(host_model.causal_model(patcher, (low_res.positive, low_res.negative)), cfg, device=patcher.load_device)
-        log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
-                 cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
-        chunks = run_chunk_loop(pipeline, plan, decoder)
-        latent = host_model.to_latent_output(patcher, torch.cat(chunks, dim=2))
+        latent = host_model.to_latent_output(patcher, run_plan(plan, vae, decoder))
         # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
         return (latent, stream_decode.no_images() if decoder is None else decoder.images())
 
@@ -133,6 +128,7 @@ class RunPlan:
     device_bytes: int  # what the run needs on the device besides the weights
     wan: WanConfig  # the MODEL's architecture
     prefix: torch.Tensor | None = None  # the clean prefix (model latent space) the MODEL carries (prefix_nodes.py)
+    conditionings: tuple = ()  # the positive and negative CONDITIONING (for the unapplied-patch warning)
 
 
 def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
@@ -140,14 +136,35 @@ def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
     shape = tuple(stage.latent["samples"].shape)
     if shape != cfg.latent_shape():
         raise ValueError(f"the latent {shape} does not match the cache plan {cfg.latent_shape()}: connect "
-                         f"AnchorCacheChunker's latent output to LowResDenoise")
+                         f"AnchorCacheChunker's latent output to LowResDenoise (with HiStream Sampler: to "
+                         f"SamplerCustomAdvanced's latent_image)")
     patcher = stage.model
     wan = host_model.wan_config_of(patcher.model.diffusion_model)
     text = text_inputs(stage.positive, stage.negative, cfg, wan.text_dim)
     control = vace_control(patcher, stage.positive, cfg)  # VACE (WanVaceToVideo), validated; None without
     prefix = prefix_nodes.prefix_of(patcher, cfg, wan.in_dim)
     return RunPlan(patcher, cfg, text, control, stage.seed, host_model.run_device_bytes(patcher, wan, cfg, control),
-                   wan, prefix)
+                   wan, prefix, (stage.positive, stage.negative))
+
+
+def build_pipeline(plan: RunPlan) -> HiStreamPipeline:
+    """The run's pipeline over the MODEL's own layers, on the host's load device: the one place where both entries
+    to the loop (Cached Upsample Refine and HiStream Sampler) build it."""
+    patcher = plan.patcher
+    return HiStreamPipeline(host_model.causal_model(patcher, plan.conditionings), plan.config,
+                            device=patcher.load_device)
+
+
+def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None) -> torch.Tensor:
+    """Load with room for the caches, build the pipeline and run the chunk loop; returns the whole video latent
+    [B, 16, T, h, w] in the model's (normalised) latent space. `preview`: a host sampler callback
+    (step, x0, x, total_steps) for the per-step previews, else the pack's own."""
+    cfg = plan.config
+    load_with_room_for_caches(plan, vae)
+    pipeline = build_pipeline(plan)
+    log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
+             cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
+    return torch.cat(run_chunk_loop(pipeline, plan, decoder, preview), dim=2)
 
 
 def load_with_room_for_caches(plan: RunPlan, vae) -> None:
@@ -191,11 +208,11 @@ def with_note(exc: Exception, note: str) -> Exception:
         return RuntimeError(f"{exc}{note}")
 
 
-def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder) -> list[torch.Tensor]:
+def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder, preview=None) -> list[torch.Tensor]:
     """The chunk loop with progress, previews, Stop and (with a VAE) each chunk decoded before the next one starts;
     the caches, the decoder's state and the host's cache are released however it ends."""
     patcher, cfg = plan.patcher, plan.config
-    progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks))
+    progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks), preview)
     text, chunks = plan.text.to(patcher.load_device), []
     stream = pipeline.stream(text.context, seed=plan.seed, callback=progress, control=plan.control,
                              negative=text.negative, prefix_latent=plan.prefix)

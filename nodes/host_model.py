@@ -122,8 +122,9 @@ class ProgressReporter:
     """Per-step progress over all chunks, a latent preview of the current chunk, and the Stop button; when a chunk
     is finished, one more preview of all its frames (decoded pixels where a VAE decodes them as they come)."""
 
-    def __init__(self, patcher, total_steps: int):
-        self.preview = latent_preview.prepare_callback(patcher, total_steps)
+    def __init__(self, patcher, total_steps: int, preview=None):
+        # `preview`: a host sampler callback (step, x0, x, total_steps), e.g. SamplerCustomAdvanced's
+        self.preview = preview or latent_preview.prepare_callback(patcher, total_steps)
         self.bar = comfy.utils.ProgressBar(total_steps)
         self.done, self.total = 0, total_steps
 

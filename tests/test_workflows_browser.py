@@ -53,6 +53,7 @@ FILE_WIDGETS = {
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("UNETLoader", "unet_name"): "diffusion_models",
     ("LoadVideo", "file"): "input",
     ("LoadImage", "image"): "input",
     ("LoadLatent", "latent"): "input",

@@ -66,6 +66,7 @@ def write_prefix_inputs(srv) -> None:
 
 
 FAMILY_FILES = ("causal_forcing.pt", "framewise-2step.pt", "longlive_base.pt", "krea-realtime-video-14b.safetensors")
+SAMPLER_MODEL = "causal_forcing-framewise.safetensors"
 
 
 def write_family_files(srv, weights: dict) -> None:
@@ -81,6 +82,7 @@ def write_family_files(srv, weights: dict) -> None:
     torch.save(longlive_lora_pt(peft_lora(WanConfig.preset("tiny"), rank=4, device="cpu")),
                srv.model_dir("loras") / "lora.pt")
     save_file(weights, str(dm / "krea-realtime-video-14b.safetensors"))
+    write_comfy_safetensors(dm / SAMPLER_MODEL, weights)  # core's repack, for the stock UNETLoader
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -138,7 +140,9 @@ def tiny_api(server, path: Path) -> dict:
         api[nid]["inputs"]["vae_name"] = "tiny_wan21_vae.safetensors"
     for nid in by_type.get("LoraLoaderModelOnly", []):
         api[nid]["inputs"]["lora_name"] = "tiny_lora.safetensors"
-    for nid in by_type["LoadHiStreamModel"]:  # the toy demo ships its own (embedded) weights
+    for nid in by_type.get("UNETLoader", []):  # the SamplerCustomAdvanced workflow
+        assert api[nid]["inputs"]["unet_name"] == SAMPLER_MODEL
+    for nid in by_type.get("LoadHiStreamModel", []):  # the toy demo ships its own (embedded) weights
         assert api[nid]["inputs"]["model_name"] in ("self_forcing_dmd.pt", "histream_toy_dit.safetensors",
                                                     *FAMILY_FILES)
         if api[nid]["inputs"].get("vace_model", "none") != "none":
@@ -243,3 +247,31 @@ def test_i2v_workflow_equals_emulated_ar_video_i2v_and_starts_with_the_image(ser
     emulated = saved_latent(server, server.run(api, timeout=600), "90")
     assert pack.shape == (1, 16, 3, 8, 8) and torch.equal(pack, emulated)
     assert torch.allclose(pack[:, :, :1], encoded, atol=1e-5), (pack[:, :, :1] - encoded).abs().max()
+
+
+def test_sampler_workflow_equals_the_five_nodes_on_the_server(server):
+    """The SamplerCustomAdvanced workflow's latent equals the same plan, model, prompt and seed through the five
+    HiStream stage nodes, both in one prompt on the real server."""
+    api = tiny_api(server, WORKFLOWS[0].parent / "histream_sampler_custom_advanced.json")
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    hs, guider = api[ids["HiStreamSampler"]]["inputs"], api[ids["CFGGuider"]]["inputs"]
+    chunker = hs["cache"][0]
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["SamplerCustomAdvanced"], 0],
+                                                        "filename_prefix": "histream_test/sampler_node"}}
+    api["91"] = {"class_type": "SparseStepSampler", "inputs": {
+        "preset": hs["step_plan"], "shift": hs["shift"], "first_chunk_steps": 4, "first_chunk_low_steps": 2,
+        "later_chunk_steps": 2, "later_chunk_low_steps": 1, "sampler": hs["sampler"]}}
+    api["92"] = {"class_type": "LowResDenoise", "inputs": {
+        "model": guider["model"], "positive": guider["positive"], "cache": [chunker, 0], "steps": ["91", 0],
+        "latent": [chunker, 1], "seed": api[ids["RandomNoise"]]["inputs"]["noise_seed"],
+        "low_res_scale": hs["low_res_scale"]}}
+    api["93"] = {"class_type": "CachedUpsampleRefine", "inputs": {"low_res": ["92", 0], **{
+        k: hs[k] for k in ("upsample_method", "downsample_method", "rope_ntk_scale", "cache_update")}}}
+    api["94"] = {"class_type": "SaveLatent", "inputs": {"samples": ["93", 0],
+                                                        "filename_prefix": "histream_test/five_nodes"}}
+    entry = server.run(api, timeout=600)
+    via_sampler, five = saved_latent(server, entry, "90"), saved_latent(server, entry, "94")
+    assert via_sampler.shape == five.shape == (1, 16, 3, 8, 8)
+    assert torch.equal(via_sampler, five)

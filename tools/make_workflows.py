@@ -409,12 +409,64 @@ def build_extend(prefix: str = "histream/extend_video", prefix_frames: int = 3) 
     return g.to_json()
 
 
+# ---- core's AR video template (EmptyARVideoLatent → SamplerARVideo → SamplerCustomAdvanced) from nodes every tested
+# host has: the chunker's latent and HiStream Sampler in their places
+MODELS["causal_forcing_repack"] = {
+    "name": "causal_forcing-framewise.safetensors", "directory": "diffusion_models",
+    "url": "https://huggingface.co/TalmajM/causal_forcing_framewise_ComfyUI_repackaged/resolve/main/split_files/"
+           "diffusion_models/causal_forcing-framewise.safetensors"}
+SAMPLER_COL, STOCK_COL = "HiStream Sampler", "Stock sampling"
+SAMPLER_NOTE = f"""HiStream through stock SamplerCustomAdvanced: the graph shape of ComfyUI's autoregressive video template, with the same loop as the five HiStream stage nodes.
+
+Causal Forcing framewise (core's repack, loaded by the stock UNETLoader; github.com/thu-ml/Causal-Forcing, weights Apache-2.0) with HiStream on top: chunker preset 'Causal Forcing framewise + HiStream window' (1 latent frame per chunk, anchor 3 + window 3 frames), steps 'Causal Forcing framewise + HiStream' (2 low-res + 2 full-res per frame).
+{TITLES["HiStreamSampler"]}: a SAMPLER running the whole HiStream loop (dual-resolution caching, window, per-chunk steps, previews, Stop). Its step plan wins: the SIGMAS from BasicScheduler are ignored unless step_plan is SIGMAS (then they run on every chunk, sigmas_low_steps of them at low res). A Sparse Step Sampler connected to its steps input wins over both.
+RandomNoise: only its seed is used (HiStream draws each chunk's noise on the CPU from it): the same seed gives the same video as the five-node workflows. CFGGuider cfg 1: distilled weights need no guidance (its negative is unused at cfg 1).
+The latent comes from {TITLES["AnchorCacheChunker"]} (width, height, frames); SamplerCustomAdvanced's output goes to VAEDecode as usual.
+
+{where_to_get("causal_forcing_repack", "umt5", "vae")}"""
+
+
+def build_sampler_custom_advanced(prefix: str = "histream/sampler_custom_advanced") -> dict:
+    g = Graph(MODELS)
+    model = g.add("UNETLoader", [MODELS["causal_forcing_repack"]["name"], "default"], MODELS_COL,
+                  models=["causal_forcing_repack"])
+    clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
+    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    positive = g.add("CLIPTextEncode", [PROMPT], MODELS_COL)
+    negative = g.add("CLIPTextEncode", [""], MODELS_COL, title="Negative prompt (unused at cfg 1)", size=[320, 110])
+    for text in (positive, negative):
+        g.link(clip, 0, text, "clip")
+    recipe = "causal_forcing_framewise"
+    plan = recipe_plan(recipe, "histream")
+    chunker = g.add("AnchorCacheChunker", [1920, 1088, 81, 1, plan["chunk_frames"], plan["anchor_frames"],
+                                           plan["window_chunks"], plan["position_mode"], "default",
+                                           label(recipe) + " + HiStream window"], TEMPORAL)
+    sampler = g.add("HiStreamSampler", [label(recipe, "histream"), 5.0, 2, "renoise", 0.5, "bilinear", "area", 1.0,
+                                        "clean_pass"], SAMPLER_COL)
+    g.link(chunker, 0, sampler, "cache")
+    guider = g.add("CFGGuider", [1.0], STOCK_COL)
+    g.link(model, 0, guider, "model")
+    g.link(positive, 0, guider, "positive")
+    g.link(negative, 0, guider, "negative")
+    noise = g.add("RandomNoise", [42, "randomize"], STOCK_COL)
+    sigmas = g.add("BasicScheduler", ["simple", 4, 1.0], STOCK_COL, title="BasicScheduler (ignored)")
+    g.link(model, 0, sigmas, "model")
+    run = g.add("SamplerCustomAdvanced", [], STOCK_COL)
+    for src, name in ((noise, "noise"), (guider, "guider"), (sampler, "sampler"), (sigmas, "sigmas")):
+        g.link(src, 0, run, name)
+    g.link(chunker, 1, run, "latent_image")
+    decode_to_video(g, run, vae, prefix)
+    g.add_note(SAMPLER_NOTE, "HiStream Sampler in SamplerCustomAdvanced", under=[TEMPORAL, STOCK_COL])
+    return g.to_json()
+
+
 BUILDERS = {  # graphs of their own shape
     "histream_i2v_1080p.json": build_i2v,
     "histream_extend_video.json": build_extend,
     "histream_vace_control_1080p.json": build_vace,
     "histream_toy_demo.json": build_toy,
     **{name: partial(build_family, name) for name in FAMILIES},
+    "histream_sampler_custom_advanced.json": build_sampler_custom_advanced,
 }
 
 

@@ -43,6 +43,14 @@ SLOTS = {
     "HiStreamStartImage": ([("model", "MODEL"), ("vae", "VAE"), ("start_image", "IMAGE"), ("cache", "HISTREAM_CACHE")],
                            [("MODEL", "MODEL")]),
     "HiStreamVideoPrefix": ([("model", "MODEL"), ("latent", "LATENT")], [("MODEL", "MODEL")]),
+    "UNETLoader": ([], [("MODEL", "MODEL")]),
+    "CFGGuider": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                  [("GUIDER", "GUIDER")]),
+    "RandomNoise": ([], [("NOISE", "NOISE")]),
+    "BasicScheduler": ([("model", "MODEL")], [("SIGMAS", "SIGMAS")]),
+    "HiStreamSampler": ([("cache", "HISTREAM_CACHE"), ("steps", "HISTREAM_STEPS")], [("SAMPLER", "SAMPLER")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                               ("latent_image", "LATENT")], [("output", "LATENT"), ("denoised_output", "LATENT")]),
 }
 
 # ------------------------------------------------------------------------------------------------------- layout
