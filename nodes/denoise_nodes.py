@@ -11,6 +11,7 @@ import torch
 from ..histream_core import ConfigError, HiStreamConfig, HiStreamPipeline, ScheduleError, WanConfig
 from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, UPSAMPLE_METHODS
 from ..histream_core.memory import output_bytes
+from ..histream_core.parallel import parallel_from_environment
 from ..histream_core.schedule import build_step_plan
 from ..histream_core.vace import VaceControl
 from . import host_model, partial_save, prefix_nodes, stream_decode
@@ -149,10 +150,12 @@ def resolve_plan(stage: LowResStage, refine_options: dict) -> RunPlan:
 
 def build_pipeline(plan: RunPlan) -> HiStreamPipeline:
     """The run's pipeline over the MODEL's own layers, on the host's load device: the one place where both entries
-    to the loop (Cached Upsample Refine and HiStream Sampler) build it."""
+    to the loop (Cached Upsample Refine and HiStream Sampler) build it. In a process whose torch.distributed world
+    has a sequence-parallel group (registered with histream_core.parallel.use_sequence_parallel_group, yunchang's
+    Ulysses group, or HISTREAM_SEQUENCE_PARALLEL=world), e.g. a multi-GPU worker, the run is sharded over it."""
     patcher = plan.patcher
     return HiStreamPipeline(host_model.causal_model(patcher, plan.conditionings), plan.config,
-                            device=patcher.load_device)
+                            device=patcher.load_device, parallel=parallel_from_environment())
 
 
 def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None) -> torch.Tensor:

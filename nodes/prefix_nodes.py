@@ -33,7 +33,10 @@ def with_initial_latent(model, raw_latent: torch.Tensor):
 
 
 def raw_prefix(patcher) -> torch.Tensor | None:
-    """The prefix the MODEL carries (core's ARVideoI2V or the nodes below), in the VAE's latent space, or None."""
+    """The prefix the MODEL carries (core's ARVideoI2V or the nodes below), in the VAE's latent space, or None (also
+    for no MODEL yet: HiStream Sampler checks its plan before SamplerCustomAdvanced hands it the guider's MODEL)."""
+    if patcher is None:
+        return None
     ar = (patcher.model_options.get("transformer_options") or {}).get(AR_CONFIG) or {}
     return ar.get(INITIAL_LATENT)
 

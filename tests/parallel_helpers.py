@@ -21,7 +21,8 @@ SIX_HEADS = WanConfig(dim=96, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=6
 SIX_HEADS_VACE = WanConfig(dim=96, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=6, num_layers=4)
 SEED = 7
 # 64x64 video: 4x4 = 16 patch tokens per frame at full res, 2x2 = 4 at low res (3 ranks split them 6/5/5, 2/1/1)
-SCENARIOS = ("self_forcing", "histream", "histream_plus", "prompt_switch", "vace", "batch2_cfg", "histream_fp8")
+SCENARIOS = ("self_forcing", "histream", "histream_plus", "prompt_switch", "vace", "batch2_cfg", "histream_fp8",
+             "prefix")
 
 
 def six_head_model(seed: int = 0) -> CausalWanModel:
@@ -52,6 +53,10 @@ def scenario(name: str):
     if name == "prompt_switch":
         sched = PromptSchedule(((0, context(model, seed=1)), (2, context(model, seed=2))))
         return model, video_config("histream", num_frames=45, window_chunks=1), {"context": sched}
+    if name == "prefix":  # image to video / extension: 2 clean latent frames written into both sharded caches first
+        cfg = video_config("histream", num_frames=45, window_chunks=1, prefix_frames=2)
+        prefix = torch.randn(1, 16, 2, *cfg.latent_size, generator=torch.Generator().manual_seed(5))
+        return model, cfg, {"context": context(model), "prefix_latent": prefix}
     if name == "batch2_cfg":  # batch 2 with guidance: 4 model rows
         cfg = video_config("histream_plus", num_frames=45, window_chunks=1, batch_size=2, guidance_scale=2.5)
         return model, cfg, {"context": context(model, batch=2), "negative": context(model, seed=9)}

@@ -228,3 +228,42 @@ def test_pickled_sampler_runs_in_a_fresh_process(pack, comfy_modules, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert torch.equal(torch.load(result), want)
+
+
+def test_both_entries_shard_over_a_sequence_parallel_group_from_the_environment(pack, patcher, monkeypatch):
+    """A worker whose torch.distributed world has a sequence-parallel group (parallel_from_environment finds it):
+    HiStream Sampler and the five nodes run the sharded loop (its exchanges are used) and give the plain latent. A
+    group of one with a local transport stands in for the ranks here; tests/test_parallel.py spawns real ones."""
+    import importlib
+
+    from test_parallel import _LocalTransport
+
+    nodes_mod = importlib.import_module(pack.__name__ + ".nodes.denoise_nodes")
+    parallel = importlib.import_module(pack.__name__ + ".histream_core.parallel")
+    plain = run_pack_nodes(pack, patcher, TEXT, frames=13, preset="HiStream")["samples"]
+    cache, latent, _ = chunker_and_steps(pack, frames=13, preset="HiStream")
+    contexts = []
+
+    def from_environment():
+        contexts.append(parallel.SequenceParallel(0, 1, _LocalTransport()))
+        return contexts[-1]
+
+    monkeypatch.setattr(nodes_mod, "parallel_from_environment", from_environment)
+    five = run_pack_nodes(pack, patcher, TEXT, frames=13, preset="HiStream")["samples"]
+    via_sampler, _ = custom_advanced(histream_sampler(pack, cache, "HiStream"), patcher, TEXT, latent)
+    assert len(contexts) == 2 and all(sum(sp.calls.values()) > 0 for sp in contexts)
+    assert torch.equal(five, plain) and torch.equal(via_sampler, plain)
+
+
+def test_a_prefix_on_the_model_gives_the_five_node_video(pack, patcher):
+    """Extension through SamplerCustomAdvanced: a MODEL from HiStream Video Prefix (the same key core's ARVideoI2V
+    writes) gives the sampler the five nodes' prefixed video, which starts with the prefix frames."""
+    previous = run_pack_nodes(pack, patcher, TEXT, frames=13, preset="HiStream")
+    (model,) = pack.NODE_CLASS_MAPPINGS["HiStreamVideoPrefix"]().apply(patcher, previous, 2)
+    five = run_pack_nodes(pack, model, TEXT, frames=13, preset="HiStream")["samples"]
+    cache, latent, _ = chunker_and_steps(pack, frames=13, preset="HiStream")
+    via_sampler, _ = custom_advanced(histream_sampler(pack, cache, "HiStream"), model, TEXT, latent)
+    assert torch.equal(via_sampler, five)
+    assert torch.allclose(five[:, :, :2], previous["samples"][:, :, -2:], atol=1e-5)
+    plain = run_pack_nodes(pack, patcher, TEXT, frames=13, preset="HiStream")["samples"]
+    assert (five[:, :, 2:] - plain[:, :, 2:]).abs().max() > 1e-3  # the prefix changed what follows
