@@ -104,6 +104,67 @@ def host_vae(dim: int = 8, seed: int = 0):
         return comfy.sd.VAE(sd=random_wan_vae(96, seed).state_dict())
 
 
+def tae_shapes(latent_channels: int = 16) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a TAEHV file (madebyollin's taehv layout, as ComfyUI ≥ v0.8.0 reads it: `decoder.N.*`,
+    `encoder.N.*`), written from the published architecture: n_f = 256/128/64/64 decoder widths, 64 in the encoder,
+    MemBlocks of three 3×3 convolutions over [x, past], TGrow/TPool 1×1 convolutions without bias. Pixels are
+    patched 2×2 for the 48- and 32-channel latents (Wan 2.2, HunyuanVideo 1.5)."""
+    rgb = 3 * (4 if latent_channels in (48, 32) else 1)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name, n_in, n_out, k=3, bias=True):
+        shapes[f"{name}.weight"] = (n_out, n_in, k, k)
+        if bias:
+            shapes[f"{name}.bias"] = (n_out,)
+
+    def mem(name, n):
+        conv(f"{name}.conv.0", 2 * n, n)
+        conv(f"{name}.conv.2", n, n)
+        conv(f"{name}.conv.4", n, n)
+
+    conv("encoder.0", rgb, 64)
+    for pool, stride in ((2, 2), (7, 2), (12, 1)):  # TPool(64, stride), a strided conv, three MemBlocks
+        conv(f"encoder.{pool}.conv", 64 * stride, 64, k=1, bias=False)
+        conv(f"encoder.{pool + 1}", 64, 64, bias=False)
+        for i in range(pool + 2, pool + 5):
+            mem(f"encoder.{i}", 64)
+    conv("encoder.17", 64, latent_channels)
+    conv("decoder.1", latent_channels, 256)
+    for first, n, grow, n_next in ((3, 256, 1, 128), (9, 128, 2, 64), (15, 64, 2, 64)):  # 3 MemBlocks, upsample,
+        for i in range(first, first + 3):  # TGrow(n, grow), conv to the next width
+            mem(f"decoder.{i}", n)
+        conv(f"decoder.{first + 4}.conv", n, n * grow, k=1, bias=False)
+        conv(f"decoder.{first + 5}", n, n_next, bias=False)
+    conv("decoder.22", 64, rgb)
+    return shapes
+
+
+def random_tae_state_dict(latent_channels: int = 16, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """A TAEHV state dict with random weights at the real size (the architecture is fixed), scaled so that the
+    decoded frames stay O(1) around 0.5. Stored in `dtype`: ComfyUI v0.8.0 reads a 16-channel file in fp16 as
+    HunyuanVideo's taehv and in any other dtype as Wan 2.1's lighttaew2_1."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in tae_shapes(latent_channels).items():
+        if len(shape) == 1:
+            t = torch.randn(shape, generator=g) * 0.05 + (0.5 if name == "decoder.22.bias" else 0.0)
+        else:
+            fan_in = shape[1] * shape[2] * shape[3]
+            gain = 0.5 if name.endswith("conv.4.weight") else 1.2  # a MemBlock's last conv: a small residual
+            gain = 0.2 if name == "decoder.22.weight" else gain  # the RGB conv: frames mostly inside 0..1
+            t = torch.randn(shape, generator=g) * gain / fan_in ** 0.5
+        sd[name] = t.to(dtype)
+    return sd
+
+
+def host_tae(latent_channels: int = 16, seed: int = 0, dtype=torch.float32):
+    """A `comfy.sd.VAE` built by the host's public path from a random TAE state dict (None of a model on hosts
+    without TAEHV: `first_stage_model` is then None)."""
+    import comfy.sd
+
+    return comfy.sd.VAE(sd=random_tae_state_dict(latent_channels, seed, dtype))
+
+
 # ---- one decoder in this process -------------------------------------------------------------------------------
 class PeakRSS:
     """Peak resident memory while the block runs, sampled by a thread (torch's CPU allocator keeps no stats)."""
