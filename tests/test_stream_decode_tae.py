@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,3 +208,20 @@ def test_without_taehv_a_tae_file_is_refused_and_names_the_host_version(sdec, ha
     assert empty.first_stage_model is None
     with pytest.raises(ValueError, match=r"no VAE weights \(a tiny decoder .*needs ComfyUI v0\.8\.0"):
         sdec.StreamingDecode(empty, 1, 3)
+
+
+@pytest.mark.skipif(shutil.which("duplicates") is None, reason="the duplicates command is not installed here")
+def test_tae_loop_shares_no_block_with_the_hosts_taehv(comfy_root, needs_taehv, tmp_path):
+    """Written from the architecture, not transcribed: no run of 6+ lines alike with the host's taesd/taehv.py."""
+    ours = ("taehv_causal_decode.py", "stream_decode.py")
+    for name in ours:
+        shutil.copy(Path(__file__).parent.parent / "nodes" / name, tmp_path / name)
+    shutil.copy(Path(__file__).parent.parent / "bench" / "bench_decode.py", tmp_path / "bench_decode.py")
+    shutil.copy(Path(comfy_root) / "comfy" / "taesd" / "taehv.py", tmp_path / "host_taehv.py")
+    shutil.copy(Path(comfy_root) / "comfy" / "taesd" / "taehv.py", tmp_path / "host_taehv_again.py")
+    report = subprocess.run(["duplicates", "--repo", str(tmp_path), "--most", "200"], capture_output=True,
+                            text=True, check=True).stdout
+    rows = [line for line in report.splitlines() if re.match(r"D\d+ ", line)]
+    assert "incomplete" not in report and any("host_taehv" in r for r in rows)  # it read the host (its own copy)
+    ours += ("bench_decode.py",)
+    assert not [r for r in rows if "host_taehv" in r and any(n in r for n in ours)], report
