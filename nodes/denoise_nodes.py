@@ -88,8 +88,9 @@ class CachedUpsampleRefine:
                 "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
                            "reuse the final step's K/V (faster, approximate)."}),
         }, "optional": {
-            "vae": ("VAE", {"tooltip": "Wan2.1 VAE: decode each chunk while the next is generated (the IMAGE output, "
-                                       "equal to VAEDecode of the LATENT). Leave empty to decode afterwards."}),
+            "vae": ("VAE", {"tooltip": "Wan2.1 VAE (or its tiny decoder lighttaew2_1, ComfyUI 0.8.0+: fast drafts): "
+                                       "decode each chunk while the next is generated (the IMAGE output, equal to "
+                                       "VAEDecode of the LATENT). Leave empty to decode afterwards."}),
             "preview_vae": ("VAE", {"tooltip": "Wan 2.1 tiny decoder (lighttaew2_1, ComfyUI 0.8.0+): decodes only "
                                                "each finished chunk's preview, fast; the IMAGE output still comes "
                                                "from vae. A TAE on vae instead makes the IMAGE itself fast."}),
@@ -116,8 +117,12 @@ class CachedUpsampleRefine:
         previewer = None
         if preview_vae is not None:
             stream_decode.check_preview_vae(preview_vae)
-            previewer = stream_decode.StreamingDecode(preview_vae, cfg.batch_size, cfg.latent_frames,
-                                                      keep_video=False)
+            if stream_decode.previews_enabled():  # decided once: the TAE's causal memory needs every chunk
+                previewer = stream_decode.StreamingDecode(preview_vae, cfg.batch_size, cfg.latent_frames,
+                                                          keep_video=False)
+            else:
+                log.info("HiStream: previews are off (ComfyUI's preview method): preview_vae is not used")
+                preview_vae = None
         load_with_room_for_caches(plan, vae, preview_vae)
         pipeline = HiStreamPipeline(host_model.causal_model(patcher, (low_res.positive, low_res.negative)), cfg, device=patcher.load_device)
         log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,

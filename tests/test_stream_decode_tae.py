@@ -182,6 +182,19 @@ def test_preview_vae_alone_previews_and_the_image_output_stays_blocked(pack, sde
     assert stock_vae_decode(tae, latent["samples"]).shape == (9, 64, 64, 3)
 
 
+def test_with_previews_off_the_preview_tae_never_runs(pack, patcher, tae, previews):
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    args.preview_method = LatentPreviewMethod.NoPreviews  # the previews fixture restores it
+    calls = []
+    hook = tae.first_stage_model.decoder[22].register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        run_node(pack, patcher, None, preview_vae=tae, frames=9)
+    finally:
+        hook.remove()
+    assert not calls and previews and all(p[2] is None for p in previews)
+
+
 def test_a_tae_on_vae_gives_its_whole_video_decode_as_the_image(pack, patcher, tae):
     latent, images, _ = run_node(pack, patcher, tae, preset="HiStream", frames=9, batch=2)
     assert images.shape == (2 * 9, 64, 64, 3)
