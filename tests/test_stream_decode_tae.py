@@ -195,6 +195,35 @@ def test_with_previews_off_the_preview_tae_never_runs(pack, patcher, tae, previe
     assert not calls and previews and all(p[2] is None for p in previews)
 
 
+def test_stop_during_the_preview_decode_releases_both_decoders(pack, sdec, patcher, wan_vae, tae, previews,
+                                                               comfy_modules, monkeypatch):
+    mm = comfy_modules.model_management
+    made, calls = [], []
+
+    class Recorded(sdec.StreamingDecode):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def on_frame(mod, args, out):
+        calls.append(1)
+        if len(calls) == 2:  # Stop pressed while chunk 0's preview is decoded
+            mm.interrupt_current_processing(True)
+
+    monkeypatch.setattr(sdec, "StreamingDecode", Recorded)
+    hook = tae.first_stage_model.decoder[22].register_forward_hook(on_frame)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_node(pack, patcher, wan_vae, preview_vae=tae, frames=9)
+    finally:
+        hook.remove()
+        mm.interrupt_current_processing(False)
+    assert len(made) == 2 and all(d.decoder is None and d.latent is None for d in made)  # no causal state left
+    assert len(calls) <= 4  # stopped within the first latent frame's 4 TAE frames
+    latent, images, _ = run_node(pack, patcher, wan_vae, preview_vae=tae, frames=9)  # the next run is whole
+    assert torch.equal(images, stock_vae_decode(wan_vae, latent["samples"]))
+
+
 def test_a_tae_on_vae_gives_its_whole_video_decode_as_the_image(pack, patcher, tae):
     latent, images, _ = run_node(pack, patcher, tae, preset="HiStream", frames=9, batch=2)
     assert images.shape == (2 * 9, 64, 64, 3)
