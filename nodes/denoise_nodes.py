@@ -90,8 +90,12 @@ class CachedUpsampleRefine:
                 "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
                            "reuse the final step's K/V (faster, approximate)."}),
         }, "optional": {
-            "vae": ("VAE", {"tooltip": "Wan2.1 VAE: decode each chunk while the next is generated (the IMAGE output, "
-                                       "equal to VAEDecode of the LATENT). Leave empty to decode afterwards."}),
+            "vae": ("VAE", {"tooltip": "Wan2.1 VAE (or its tiny decoder lighttaew2_1, ComfyUI 0.8.0+: fast drafts): "
+                                       "decode each chunk while the next is generated (the IMAGE output, equal to "
+                                       "VAEDecode of the LATENT). Leave empty to decode afterwards."}),
+            "preview_vae": ("VAE", {"tooltip": "Wan 2.1 tiny decoder (lighttaew2_1, ComfyUI 0.8.0+): decodes only "
+                                               "each finished chunk's preview, fast; the IMAGE output still comes "
+                                               "from vae. A TAE on vae instead makes the IMAGE itself fast."}),
         }, "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT", "IMAGE")
@@ -105,14 +109,24 @@ class CachedUpsampleRefine:
                    "a VAE connected, each finished chunk is decoded before the next one starts.")
 
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
-            prompt=None, unique_id=None):
+            preview_vae=None, prompt=None, unique_id=None):
         plan = resolve_plan(low_res, dict(upsample_method=upsample_method, downsample_method=downsample_method,
                                           rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update))
         if vae is None and stream_decode.image_output_used(prompt, unique_id):
             raise ValueError(stream_decode.NO_VAE_MESSAGE)
         cfg, patcher = plan.config, plan.patcher
         decoder = None if vae is None else stream_decode.StreamingDecode(vae, cfg.batch_size, cfg.latent_frames)
-        latent = host_model.to_latent_output(patcher, run_plan(plan, vae, decoder))
+        previewer = None
+        if preview_vae is not None:
+            stream_decode.check_preview_vae(preview_vae)
+            if stream_decode.previews_enabled():  # decided once: the TAE's causal memory needs every chunk
+                previewer = stream_decode.StreamingDecode(preview_vae, cfg.batch_size, cfg.latent_frames,
+                                                          keep_video=False)
+            else:
+                log.info("HiStream: previews are off (ComfyUI's preview method): preview_vae is not used")
+                preview_vae = None
+        latent = host_model.to_latent_output(patcher, run_plan(plan, vae, decoder, preview_vae=preview_vae,
+                                                               previewer=previewer))
         # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
         return (latent, stream_decode.no_images() if decoder is None else decoder.images())
 
@@ -158,27 +172,30 @@ def build_pipeline(plan: RunPlan) -> HiStreamPipeline:
                             device=patcher.load_device, parallel=parallel_from_environment())
 
 
-def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None) -> torch.Tensor:
-    """Load with room for the caches, build the pipeline and run the chunk loop; returns the whole video latent
-    [B, 16, T, h, w] in the model's (normalised) latent space. `preview`: a host sampler callback
-    (step, x0, x, total_steps) for the per-step previews, else the pack's own."""
+def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None, preview_vae=None, previewer=None) -> torch.Tensor:
+    """Load with room for the caches (and the decoders), build the pipeline and run the chunk loop; returns the
+    whole video latent [B, 16, T, h, w] in the model's (normalised) latent space. `preview`: a host sampler callback
+    (step, x0, x, total_steps) for the per-step previews, else the pack's own; `previewer`: the preview TAE's
+    streaming decode (of `preview_vae`)."""
     cfg = plan.config
-    load_with_room_for_caches(plan, vae)
+    load_with_room_for_caches(plan, vae, preview_vae)
     pipeline = build_pipeline(plan)
     log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
              cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
-    return torch.cat(run_chunk_loop(pipeline, plan, decoder, preview), dim=2)
+    return torch.cat(run_chunk_loop(pipeline, plan, decoder, preview, previewer), dim=2)
 
 
-def load_with_room_for_caches(plan: RunPlan, vae) -> None:
-    """ComfyUI's model management makes room for the weights and the run's caches (and the VAE's decode); then the
-    preflight refuses a run that still does not fit, before any of its buffers exists."""
+def load_with_room_for_caches(plan: RunPlan, vae, preview_vae=None) -> None:
+    """ComfyUI's model management makes room for the weights and the run's caches (and the decoders' decode); then
+    the preflight refuses a run that still does not fit, before any of its buffers exists."""
     cfg, reserve = plan.config, 0
-    if vae is None:
+    decoders = [v for v in (vae, preview_vae) if v is not None]
+    if not decoders:
         host_model.load_for_sampling(plan.patcher, plan.device_bytes)
     else:
-        reserve = stream_decode.decode_reserve_bytes(vae, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
-        stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve)
+        reserve = sum(stream_decode.decode_reserve_bytes(v, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
+                      for v in decoders)
+        stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve, preview_vae)
     host_model.check_room_for_run(plan.patcher, plan.wan, cfg, plan.device_bytes + reserve,
                                   output_bytes(cfg, decoded=vae is not None))
 
@@ -211,9 +228,11 @@ def with_note(exc: Exception, note: str) -> Exception:
         return RuntimeError(f"{exc}{note}")
 
 
-def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder, preview=None) -> list[torch.Tensor]:
+def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder, preview=None,
+                   previewer=None) -> list[torch.Tensor]:
     """The chunk loop with progress, previews, Stop and (with a VAE) each chunk decoded before the next one starts;
-    the caches, the decoder's state and the host's cache are released however it ends."""
+    with a `previewer` (a preview TAE) each chunk's preview is its frames, shown before the final decode; the
+    caches, the decoders' state and the host's cache are released however it ends."""
     patcher, cfg = plan.patcher, plan.config
     progress = host_model.ProgressReporter(patcher, cfg.steps.total_steps(cfg.num_chunks), preview)
     text, chunks = plan.text.to(patcher.load_device), []
@@ -222,8 +241,12 @@ def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder, preview=N
     try:
         for chunk in stream:  # chunk k is decoded (and previewed) before chunk k+1's first step
             chunks.append(chunk.latent)
-            frames = None if decoder is None else decoder.decode(host_model.to_raw_latent(patcher, chunk.latent))
-            progress.chunk_done(chunk.latent, frames)
+            raw = None if decoder is None and previewer is None else host_model.to_raw_latent(patcher, chunk.latent)
+            if previewer is not None:
+                progress.chunk_done(chunk.latent, previewer.decode(raw))
+            frames = None if decoder is None else decoder.decode(raw)
+            if previewer is None:
+                progress.chunk_done(chunk.latent, frames)
     except BaseException as exc:  # Stop (a BaseException on newer hosts), out of memory, a non-finite step
         kept = keep_finished_chunks(plan, chunks, decoder)
         if host_model.is_out_of_memory(exc):
@@ -235,8 +258,9 @@ def run_chunk_loop(pipeline: HiStreamPipeline, plan: RunPlan, decoder, preview=N
         raise
     finally:
         stream.close()
-        if decoder is not None:
-            decoder.release()
+        for d in (decoder, previewer):
+            if d is not None:
+                d.release()
         pipeline.release()
         host_model.free_memory_after_run()
         log.info("HiStream: released the KV caches")

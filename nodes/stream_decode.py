@@ -10,6 +10,10 @@ same frames of the whole-latent `conv2`). So each chunk is written into a video-
 load device (as stock `VAEDecode` holds the whole latent there) and `conv2` runs over that buffer; its cost is
 negligible. Output follows the host: its decode output dtype (`vae_output_dtype()` where the host has it, else fp32)
 and its `process_output` (newer hosts run it in place on the output and return None).
+
+The same stream drives a tiny decoder (TAE, ComfyUI ≥ v0.8.0) through `taehv_causal_decode.TaeCausalDecoder`: on
+`vae` it gives the final IMAGE (that TAE's whole-video decode, bit for bit), on `preview_vae` only the per-chunk
+previews (`keep_video=False`: nothing of the video is kept). A TAE whose latents are not Wan 2.1's is refused.
 """
 from __future__ import annotations
 
@@ -26,9 +30,19 @@ from PIL import Image
 from ..histream_core.memory import chunk_decode_reserve
 from .wan_causal_decode import CausalDecoder, Schedule, host_schedule, passes
 
+try:  # ComfyUI ≥ v0.8.0 has tiny video decoders (TAEHV); older hosts cannot load one
+    from . import taehv_causal_decode
+except ModuleNotFoundError as missing:
+    if not (missing.name or "").startswith("comfy.taesd"):
+        raise
+    taehv_causal_decode = None
+
 IMAGE_OUTPUT = 1  # CachedUpsampleRefine's IMAGE output slot
 NO_VAE_MESSAGE = ("Cached Upsample Refine's IMAGE output is connected but its vae input is empty: connect a VAELoader "
-                  "(Wan2.1 VAE) to vae, or decode the LATENT output with VAEDecode")
+                  "(Wan2.1 VAE, or its tiny decoder lighttaew2_1) to vae, or decode the LATENT output with VAEDecode")
+WAN21_TAE = "lighttaew2_1.safetensors in models/vae_approx"  # the host's Wan21.taesd_decoder_name, as VAELoader lists it
+NO_TAE_HOST = ("a tiny decoder (TAE) needs ComfyUI v0.8.0 or newer (comfy.taesd.taehv), which this ComfyUI lacks: "
+               "update ComfyUI")
 
 
 def pixel_frames(latent_frames: int) -> int:
@@ -36,15 +50,49 @@ def pixel_frames(latent_frames: int) -> int:
     return 1 + 4 * (latent_frames - 1) if latent_frames > 0 else 0
 
 
-def check_vae(vae) -> None:
-    """A clear error, before anything is allocated, for a VAE that is not the host's Wan2.1 VAE."""
-    if getattr(vae, "first_stage_model", None) is None:
-        raise ValueError("the VAE input holds no VAE weights: load wan_2.1_vae.safetensors with VAELoader")
-    model = vae.first_stage_model
-    if not isinstance(model, wan_vae.WanVAE) or getattr(vae, "latent_channels", None) != 16:
-        raise ValueError(f"streaming decode needs the Wan2.1 VAE (wan_2.1_vae.safetensors, 16 latent channels), "
-                         f"got {type(model).__module__}.{type(model).__name__}: load the Wan2.1 VAE with "
-                         f"VAELoader, or leave the vae input empty and decode the LATENT with VAEDecode")
+def vae_kind(vae) -> str:
+    """'wan' (the host's Wan2.1 VAE) or 'tae' (a Wan 2.1 TAE), checked before anything is allocated; anything else
+    gets one clear error with the fix."""
+    model = getattr(vae, "first_stage_model", None)
+    if model is None:
+        tae = "" if taehv_causal_decode is not None else f" (a tiny decoder file is not read here: {NO_TAE_HOST})"
+        raise ValueError(f"the VAE input holds no VAE weights{tae}: load wan_2.1_vae.safetensors with VAELoader")
+    if isinstance(model, wan_vae.WanVAE) and getattr(vae, "latent_channels", None) == 16:
+        return "wan"
+    if taehv_causal_decode is not None and isinstance(model, taehv_causal_decode.host_tae.TAEHV):
+        check_tae_latents(model)
+        return "tae"
+    raise ValueError(f"streaming decode needs the Wan2.1 VAE (wan_2.1_vae.safetensors, 16 latent channels) or its "
+                     f"tiny decoder ({WAN21_TAE}), got {type(model).__module__}.{type(model).__name__}: load one of "
+                     f"them with VAELoader, or leave the vae input empty and decode the LATENT with VAEDecode")
+
+
+def check_tae_latents(model) -> None:
+    """The host reads every TAE file as some model family's: only Wan 2.1's takes this pack's latents."""
+    family = {48: "Wan 2.2's", 32: "HunyuanVideo 1.5's"}.get(model.latent_channels)
+    if family is None and model.latent_format is not None:  # Wan 2.1's TAE takes the Wan VAE's latent unscaled
+        family = f"{model.latent_format.__name__}'s (ComfyUI reads a 16-channel TAE stored in fp16 as taehv)"
+    if family is None and model.latent_channels != 16:
+        family = f"a {model.latent_channels}-channel latent's"
+    if family is not None:
+        raise ValueError(f"this tiny decoder (TAE) decodes {family} latents, not Wan 2.1's: load the Wan 2.1 TAE "
+                         f"({WAN21_TAE}, stored in bf16 or fp32) with VAELoader")
+
+
+def check_preview_vae(vae) -> None:
+    """preview_vae takes a Wan 2.1 TAE only (the exact Wan VAE belongs on vae)."""
+    if taehv_causal_decode is None:
+        raise ValueError(f"Cached Upsample Refine's preview_vae: {NO_TAE_HOST}, or leave preview_vae empty")
+    if vae_kind(vae) != "tae":
+        raise ValueError(f"preview_vae takes the Wan 2.1 tiny decoder ({WAN21_TAE}); the Wan2.1 VAE belongs on the "
+                         f"vae input (it decodes the IMAGE output): move it there, or leave preview_vae empty")
+
+
+def causal_decoder(vae, schedule: Schedule | None = None):
+    """This pack's causal decode loop over the layers of `vae` (Wan VAE or TAE)."""
+    if vae_kind(vae) == "tae":
+        return taehv_causal_decode.TaeCausalDecoder(vae.first_stage_model)
+    return CausalDecoder(vae.first_stage_model, schedule or host_schedule())
 
 
 def image_output_used(prompt: dict | None, unique_id) -> bool:
@@ -76,12 +124,13 @@ def decode_reserve_bytes(vae, batch: int, latent_hw: tuple[int, int], chunk_fram
 class StreamingDecode:
     """Feed finished chunks in order; each `decode` returns the pixel frames [B, f, H, W, 3] (0..1, on the VAE's
     output device) that became final, or None, written into one preallocated video. `images()` is stock
-    VAEDecode's IMAGE. `schedule`: the latent frame grouping (default: this host's stock one)."""
+    VAEDecode's IMAGE. `schedule`: the Wan VAE's latent frame grouping (default: this host's stock one).
+    `keep_video=False` (previews): each call returns its frames alone and nothing of the video is kept."""
 
-    def __init__(self, vae, batch: int, latent_frames: int, schedule: Schedule | None = None):
-        check_vae(vae)
-        self.vae, self.batch, self.latent_frames = vae, batch, latent_frames
-        self.decoder: CausalDecoder | None = CausalDecoder(vae.first_stage_model, schedule or host_schedule())
+    def __init__(self, vae, batch: int, latent_frames: int, schedule: Schedule | None = None,
+                 keep_video: bool = True):
+        self.decoder = causal_decoder(vae, schedule)  # checks the VAE first
+        self.vae, self.batch, self.latent_frames, self.keep_video = vae, batch, latent_frames, keep_video
         self.out_dtype = vae.vae_output_dtype() if hasattr(vae, "vae_output_dtype") else torch.float32
         self.received = 0  # latent frames given so far
         self.done = 0  # latent frames decoded so far
@@ -107,6 +156,8 @@ class StreamingDecode:
         if not todo:
             return None
         first = self.written
+        if not self.keep_video:
+            self.video = None  # previews: this call's frames only
         z = self.decoder.latent_conv(self.latent)  # the whole video's shape, as in stock decode (module notes)
         try:
             for start, stop in todo:
@@ -119,12 +170,18 @@ class StreamingDecode:
             if exc.__traceback__ is not None:
                 traceback.clear_frames(exc.__traceback__.tb_next)
             raise
-        return self.video[:, first:self.written]
+        return self.video[:, first:self.written] if self.keep_video else self.video
 
     def _write(self, piece: torch.Tensor) -> None:
         """Decoded frames [B, 3, f, H, W] → the video, through the host's output dtype and process_output."""
         vae = self.vae
         frames = piece.to(device=vae.output_device, dtype=self.out_dtype).movedim(1, -1)
+        if not self.keep_video:
+            processed = vae.process_output(frames)  # elementwise; in place on newer hosts (None)
+            frames = frames if processed is None else processed
+            self.video = frames if self.video is None else torch.cat([self.video, frames], dim=1)
+            self.written += frames.shape[1]
+            return
         if self.video is None:
             self.video = torch.empty((self.batch, pixel_frames(self.latent_frames), *frames.shape[2:]),
                                      device=vae.output_device, dtype=self.out_dtype)
@@ -137,6 +194,8 @@ class StreamingDecode:
 
     def images(self) -> torch.Tensor:
         """The whole video as ComfyUI IMAGE [B·frames, H, W, 3] (stock VAEDecode's batch-major layout)."""
+        if not self.keep_video:
+            raise RuntimeError("a preview decode keeps no video")
         if self.video is None or self.done != self.latent_frames:
             raise RuntimeError(f"decoded {self.done} of {self.latent_frames} latent frames")
         return self.video.reshape(-1, *self.video.shape[2:])
@@ -146,14 +205,18 @@ class StreamingDecode:
         self.decoder = self.latent = None
 
 
-def load_with_vae(patcher, vae, extra_bytes: int, decode_bytes: int) -> None:
-    """Load the diffusion model and the VAE together, as stock samplers load a model with its helpers: the host
-    decides what stays on the GPU for the run's own memory plus its own estimate for a VAE decode."""
+def load_with_vae(patcher, vae, extra_bytes: int, decode_bytes: int, preview_vae=None) -> None:
+    """Load the diffusion model and the VAE (and a preview TAE) together, as stock samplers load a model with its
+    helpers: the host decides what stays on the GPU for the run's own memory plus its own decode estimates
+    (`decode_bytes`: their sum; the decoders run one after the other, but each keeps its causal state)."""
+    vaes = [v for v in (vae, preview_vae) if v is not None]
     # force_full_load goes to the VAE patcher alone, as stock VAE decode passes it (newer dynamic-VRAM model patchers
     # assert on it); the joint call then keeps the loaded VAE and loads the model beside it
-    comfy.model_management.load_models_gpu([vae.patcher], memory_required=decode_bytes,
-                                           force_full_load=vae.disable_offload)
-    comfy.model_management.load_models_gpu([patcher, vae.patcher], memory_required=extra_bytes + decode_bytes)
+    for v in vaes:
+        comfy.model_management.load_models_gpu([v.patcher], memory_required=decode_bytes,
+                                               force_full_load=v.disable_offload)
+    comfy.model_management.load_models_gpu([patcher, *(v.patcher for v in vaes)],
+                                           memory_required=extra_bytes + decode_bytes)
 
 
 def previews_enabled() -> bool:

@@ -122,3 +122,19 @@ def comfy_server(comfy_server_factory):
     """One headless ComfyUI server for the session, with this repository in ``custom_nodes/ComfyUI-HiStream`` and
     the test-only nodes of ``tests/comfy_test_nodes`` in ``custom_nodes/HiStreamTestNodes``."""
     return comfy_server_factory()
+
+
+@pytest.fixture
+def previews(comfy_modules):
+    """The streaming-decode tests' record of (kind, ...) events: progress-bar updates with their preview size (a
+    test adds model forwards and decoder calls through hooks)."""
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    events = []
+    old = args.preview_method
+    args.preview_method = LatentPreviewMethod.Latent2RGB
+    comfy_modules.utils.set_progress_bar_global_hook(lambda v, total, preview, node_id=None: events.append(
+        ("bar", v, None if preview is None else preview[1].size)))
+    yield events
+    comfy_modules.utils.set_progress_bar_global_hook(None)
+    args.preview_method = old

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_test_nodes import fake_wan_text
 from nodes_support import tiny_state_dict
-from stream_decode_support import host_vae, stock_vae_decode
+from stream_decode_support import host_vae, run_node, stock_vae_decode
 
 pytestmark = pytest.mark.comfy
 
@@ -196,32 +195,6 @@ def test_refuses_wrong_vae_and_overlong_input(sdec, vae):
 
 
 # ---- the sampler node -------------------------------------------------------------------------------------------
-def run_node(pack, patcher, vae=None, preset="HiStream+", frames=13, batch=1, **hidden):
-    m = pack.NODE_CLASS_MAPPINGS
-    cache, latent = m["AnchorCacheChunker"]().plan(64, 64, frames, batch, 3, 3, 1, "cache_relative")
-    (steps,) = m["SparseStepSampler"]().build(preset, 5.0, 4, 2, 2, 1)
-    cond = [[fake_wan_text(1, 8, 1), {}]]
-    (low,) = m["LowResDenoise"]().stage(patcher, cond, cache, steps, latent, 7, 0.5)
-    latent_out, images = m["CachedUpsampleRefine"]().run(low, "bilinear", "area", 1.0, "clean_pass", vae=vae,
-                                                           **hidden)
-    return latent_out, images, cache
-
-
-@pytest.fixture
-def previews(comfy_modules):
-    """Record (kind, ...) events: progress-bar updates with their preview size, model forwards, VAE decoder calls."""
-    from comfy.cli_args import LatentPreviewMethod, args
-
-    events = []
-    old = args.preview_method
-    args.preview_method = LatentPreviewMethod.Latent2RGB
-    comfy_modules.utils.set_progress_bar_global_hook(lambda v, total, preview, node_id=None: events.append(
-        ("bar", v, None if preview is None else preview[1].size)))
-    yield events
-    comfy_modules.utils.set_progress_bar_global_hook(None)
-    args.preview_method = old
-
-
 def head_norm(vae):
     """The decoder head's RMS norm: the stream calls it once per decoder pass (one latent frame on these hosts)."""
     return vae.first_stage_model.decoder.head[0]

@@ -91,8 +91,10 @@ def supply_model_files(server) -> None:
             if info is None:
                 continue
             names = [name for name, spec in _widget_specs(info)]
+            folders = {m["name"]: m["directory"] for m in node.get("properties", {}).get("models", [])}
             for name, value in zip(names, node.get("widgets_values") or []):
                 folder = FILE_WIDGETS.get((node["type"], name))
+                folder = folder and folders.get(value, folder)  # a TAE for VAELoader lives in vae_approx
                 if folder and value not in ("none", "histream_toy_dit.safetensors"):
                     target = (server.input_dir if folder == "input" else server.model_dir(folder)) / value
                     target.touch()
@@ -140,8 +142,15 @@ def open_workflow(frontend, path: Path) -> dict:
     return state
 
 
+def skip_without_taehv(comfy_root, path) -> None:
+    """A workflow with the Wan 2.1 TAE needs a host whose VAELoader lists models/vae_approx (ComfyUI >= v0.8.0)."""
+    if "lighttaew2_1.safetensors" in path.read_text() and not (Path(comfy_root) / "comfy/taesd/taehv.py").is_file():
+        pytest.skip("a tiny decoder (TAE) needs ComfyUI v0.8.0 or newer")
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_opens_cleanly_in_the_frontend(frontend, path):
+def test_workflow_opens_cleanly_in_the_frontend(frontend, path, comfy_root):
+    skip_without_taehv(comfy_root, path)
     workflow = json.loads(path.read_text())
     state = open_workflow(frontend, path)
     problems = []
@@ -176,7 +185,8 @@ def test_workflow_opens_cleanly_in_the_frontend(frontend, path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_frontend_prompt_equals_the_tests_prompt(frontend, path):
+def test_frontend_prompt_equals_the_tests_prompt(frontend, path, comfy_root):
+    skip_without_taehv(comfy_root, path)
     open_workflow(frontend, path)
     info = frontend.server.object_info()
     from_frontend = frontend.page.evaluate(PROMPT_JS)

@@ -57,6 +57,9 @@ MODELS = {
     "vae": {"name": "wan_2.1_vae.safetensors", "directory": "vae",
             "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
                    "wan_2.1_vae.safetensors"},
+    # the Wan 2.1 tiny decoder (TAE) under the name ComfyUI >= v0.8.0 reads as Wan 2.1's (Wan21.taesd_decoder_name)
+    "tae": {"name": "lighttaew2_1.safetensors", "directory": "vae_approx",
+            "url": "https://huggingface.co/lightx2v/Autoencoders/resolve/main/lighttaew2_1.safetensors"},
     "vace": {"name": "wan2.1_vace_1.3B_fp16.safetensors", "directory": "diffusion_models",
              "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
                     "diffusion_models/wan2.1_vace_1.3B_fp16.safetensors"},
@@ -78,7 +81,11 @@ def where_to_get(*keys: str) -> str:
     return "Models:\n" + "\n".join(lines)
 
 
-NOTE = f"""HiStream (arXiv 2512.21338) — 1080p autoregressive video on a causal (Self-Forcing) Wan2.1-T2V-1.3B.
+def histream_note(*models: str) -> str:
+    return NOTE_TEMPLATE.replace("{models}", where_to_get(*models))
+
+
+NOTE_TEMPLATE = f"""HiStream (arXiv 2512.21338) — 1080p autoregressive video on a causal (Self-Forcing) Wan2.1-T2V-1.3B.
 The groups, left to right, follow the paper's three redundancies: temporal (Anchor-Guided Sliding Window), timestep (sparse steps), spatial (Dual-Resolution Caching, DRC: low-res steps, then upsample and refine).
 
 {TITLES["AnchorCacheChunker"]}: the video is made chunk by chunk (3 latent frames) against a fixed anchor (the first chunk) + a sliding window of recent chunks, so time and memory per chunk stay constant for any length.
@@ -86,8 +93,10 @@ The groups, left to right, follow the paper's three redundancies: temporal (Anch
 {TITLES["LowResDenoise"]}: each chunk's first steps run at half width/height (960x544) against the low-res cache.
 {TITLES["CachedUpsampleRefine"]}: upsamples that chunk, re-noises, finishes at 1920x1088 against the high-res cache, writes both caches, and runs the whole loop (progress and previews per step; Stop works).
 
-{where_to_get("self_forcing", "umt5", "vae")}
+{{models}}
 Window 1 at 1080p needs ~16 GB of KV cache (bf16): with fp8 weights it fits a 24 GB card. The public Self-Forcing weights were trained at 832x480: expect softer detail at 1080p than the paper's tuned weights."""
+
+NOTE = histream_note("self_forcing", "umt5", "vae")
 
 NOTE_STREAM = f"""
 
@@ -161,8 +170,15 @@ HISTREAM_STAGES = ([1920, 1088, 81, 1, 3, 3, 1, "cache_relative"], ["HiStream", 
                    [42, "randomize", 0.5])
 
 
+NOTE_FAST = f"""
+
+Fast decode (ComfyUI 0.8.0 or newer): the Wan 2.1 tiny decoder (TAE, lighttaew2_1) is connected to {TITLES["CachedUpsampleRefine"]}'s vae: each chunk is decoded as soon as it is finished, by a 10 M-parameter 2-D decoder instead of the 127 M-parameter Wan VAE (about a tenth of its time per frame, measured on CPU), and its IMAGE output equals VAEDecode of the LATENT with this TAE: a draft, softer than the Wan VAE's frames. Its decode reservation at 1080p is ~3.1 GiB per chunk (the Wan VAE's: ~8.6 GiB).
+Fast previews with the exact final video instead: connect this TAE to preview_vae and the Wan VAE (wan_2.1_vae.safetensors -> models/vae) to vae. A TAE of another latent format (taehv in fp16, Wan 2.2's) is refused."""
+
+
 def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histream/t2v_1080p",
-          stream_decode: bool = False, schedule: bool = False, frames: int = 81) -> dict:
+          stream_decode: bool = False, schedule: bool = False, frames: int = 81, tae: bool = False) -> dict:
+    """`tae`: the Wan 2.1 tiny decoder instead of the Wan VAE (with `stream_decode`: on the sampler's vae)."""
     g = Graph(MODELS)
     model = g.add("LoadHiStreamModel", ["self_forcing_dmd.pt", "default", "auto", "none", "none"], MODELS_COL,
                   models=["self_forcing"])
@@ -171,7 +187,8 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
         g.link(model, 0, lora_id, "model")
         model = lora_id
     clip = g.add("CLIPLoader", [MODELS["umt5"]["name"], "wan", "default"], MODELS_COL, models=["umt5"])
-    vae = g.add("VAELoader", [MODELS["vae"]["name"]], MODELS_COL, models=["vae"])
+    vae_key = "tae" if tae else "vae"
+    vae = g.add("VAELoader", [MODELS[vae_key]["name"]], MODELS_COL, models=[vae_key])
     prompts = SCHEDULE_PROMPTS if schedule else (PROMPT,)
     texts = []
     for prompt in prompts:
@@ -191,7 +208,7 @@ def build(preset: str, window: int = 1, lora: bool = False, prefix: str = "histr
         save_video(g, refine, 1, prefix)
     else:
         decode_to_video(g, refine, vae, prefix)
-    note = NOTE + (NOTE_STREAM if stream_decode else "")
+    note = histream_note("self_forcing", "umt5", vae_key) + (NOTE_FAST if tae else NOTE_STREAM if stream_decode else "")
     if schedule:
         note = SCHEDULE_NOTE + "\n\n" + note
     g.add_note(note, "HiStream: how the stages map to the paper", under=[TEMPORAL, SPATIAL_2])
@@ -241,6 +258,9 @@ WORKFLOWS = {
     "histream_lora_1080p.json": dict(preset="HiStream", lora=True, prefix="histream/lora_1080p"),
     "histream_stream_decode_1080p.json": dict(preset="HiStream", prefix="histream/stream_decode_1080p",
                                               stream_decode=True),
+    # the Wan 2.1 tiny decoder streaming on the sampler: drafts whose decode keeps up with generation
+    "histream_fast_decode_1080p.json": dict(preset="HiStream", prefix="histream/fast_decode_1080p",
+                                            stream_decode=True, tae=True),
     # the baseline: full-res Self-Forcing with an unbounded cache (window ≥ chunk count)
     "self_forcing_fullres_1080p.json": dict(preset="Self-Forcing full-res", window=10000,
                                             prefix="histream/self_forcing_1080p"),

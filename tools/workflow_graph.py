@@ -18,7 +18,7 @@ SLOTS = {
     "LowResDenoise": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("cache", "HISTREAM_CACHE"),
                        ("steps", "HISTREAM_STEPS"), ("latent", "LATENT"), ("negative", "CONDITIONING")],
                       [("low_res", "HISTREAM_LOWRES")]),
-    "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES"), ("vae", "VAE")],
+    "CachedUpsampleRefine": ([("low_res", "HISTREAM_LOWRES"), ("vae", "VAE"), ("preview_vae", "VAE")],
                              [("LATENT", "LATENT"), ("IMAGE", "IMAGE")]),
     "VAELoader": ([], [("VAE", "VAE")]),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
