@@ -267,3 +267,14 @@ def test_tae_loop_shares_no_block_with_the_hosts_taehv(comfy_root, needs_taehv, 
     assert "incomplete" not in report and any("host_taehv" in r for r in rows)  # it read the host (its own copy)
     ours += ("bench_decode.py",)
     assert not [r for r in rows if "host_taehv" in r and any(n in r for n in ours)], report
+
+
+def test_an_image_to_video_run_streamed_by_the_tae_decodes_its_prefix_first(pack, patcher, tae):
+    """A prefixed MODEL (HiStream Video Prefix: the prefix is the loop's first chunk) streamed by the TAE: the IMAGE
+    is the TAE's whole-video decode of the output latent, whose first frames are the prefix."""
+    previous, _, _ = run_node(pack, patcher, None, preset="HiStream", frames=9)
+    (model,) = pack.NODE_CLASS_MAPPINGS["HiStreamVideoPrefix"]().apply(patcher, previous, 1)
+    latent, images, _ = run_node(pack, model, tae, preset="HiStream", frames=13)
+    assert torch.allclose(latent["samples"][:, :, :1], previous["samples"][:, :, -1:], atol=1e-5)
+    assert images.shape == (13, 64, 64, 3)
+    assert torch.equal(images, stock_vae_decode(tae, latent["samples"]))
