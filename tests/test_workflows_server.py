@@ -200,17 +200,24 @@ def test_shipped_workflow_runs_to_a_video_file(server, path, comfy_modules):
         assert float(stream.average_rate) == 16.0
 
 
+def latent_graph(server, workflow: str, source: str, filename_prefix: str) -> tuple[dict, dict]:
+    """A shipped workflow as `tiny_api` makes it, with its decode-and-save nodes replaced by a SaveLatent ("90") of
+    the (one) `source` node's LATENT; returns (api, class_type → node id)."""
+    api = tiny_api(server, WORKFLOWS[0].parent / workflow)
+    ids = {n["class_type"]: nid for nid, n in api.items()}
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids[source], 0],
+                                                        "filename_prefix": filename_prefix}}
+    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
+        del api[nid]
+    return api, ids
+
+
 def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_modules):
     """The shipped VACE workflow's latent equals the same run straight through the core (the control the graph's
     WanVaceToVideo made, mapped as the host maps it), and differs from the same graph without WanVaceToVideo."""
-    api = tiny_api(server, WORKFLOWS[0].parent / "histream_vace_control_1080p.json")
-    ids = {n["class_type"]: nid for nid, n in api.items()}
-    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
-                                                        "filename_prefix": "histream_test/vace_on"}}
+    api, ids = latent_graph(server, "histream_vace_control_1080p.json", "CachedUpsampleRefine", "histream_test/vace_on")
     api["91"] = {"class_type": "HiStreamTestSaveConditioning",
                  "inputs": {"conditioning": [ids["WanVaceToVideo"], 0], "filename": "vace_conditioning"}}
-    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
-        del api[nid]
     with_control = saved_latent(server, server.run(api, timeout=600), "90")
     saved = load_file(str(server.output_dir / "vace_conditioning.safetensors"))
     want = nodes_support.core_vace_run(api, ids, saved, comfy_modules.latent_formats.Wan21())
@@ -227,12 +234,7 @@ def test_vace_workflow_equals_the_core_run_and_control_changes_it(server, comfy_
 
 def test_extend_workflow_starts_with_the_loaded_latent(server):
     """The shipped extension graph's joined latent is the loaded latent followed by the new frames."""
-    api = tiny_api(server, WORKFLOWS[0].parent / "histream_extend_video.json")
-    ids = {n["class_type"]: nid for nid, n in api.items()}
-    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["LatentConcat"], 0],
-                                                        "filename_prefix": "histream_test/extended"}}
-    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
-        del api[nid]
+    api, _ = latent_graph(server, "histream_extend_video.json", "LatentConcat", "histream_test/extended")
     joined = saved_latent(server, server.run(api, timeout=600), "90")
     loaded = load_file(str(server.input_dir / "histream_previous.latent"))["latent_tensor"]
     assert joined.shape == (1, 16, 3, 8, 8) and torch.equal(joined[:, :, :1], loaded)
@@ -243,12 +245,7 @@ def test_i2v_workflow_equals_emulated_ar_video_i2v_and_starts_with_the_image(ser
     """The shipped image-to-video graph's latent is the same with core's ARVideoI2V (emulated: no matrix host has it)
     in place of HiStream Start Image, and its first frame is the encoded start image (saved by a stock VAEEncode of
     the same resize)."""
-    api = tiny_api(server, WORKFLOWS[0].parent / "histream_i2v_1080p.json")
-    ids = {n["class_type"]: nid for nid, n in api.items()}
-    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["CachedUpsampleRefine"], 0],
-                                                        "filename_prefix": "histream_test/i2v_pack"}}
-    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
-        del api[nid]
+    api, ids = latent_graph(server, "histream_i2v_1080p.json", "CachedUpsampleRefine", "histream_test/i2v_pack")
     start = api[ids["HiStreamStartImage"]]["inputs"]
     # the start image as ARVideoI2V sees it: stock ImageScale (common_upscale, bilinear, center) → VAEEncode
     api["91"] = {"class_type": "ImageScale", "inputs": {"image": start["start_image"], "upscale_method": "bilinear",
@@ -271,14 +268,10 @@ def test_i2v_workflow_equals_emulated_ar_video_i2v_and_starts_with_the_image(ser
 def test_sampler_workflow_equals_the_five_nodes_on_the_server(server):
     """The SamplerCustomAdvanced workflow's latent equals the same plan, model, prompt and seed through the five
     HiStream stage nodes, both in one prompt on the real server."""
-    api = tiny_api(server, WORKFLOWS[0].parent / "histream_sampler_custom_advanced.json")
-    ids = {n["class_type"]: nid for nid, n in api.items()}
-    for nid in [ids["VAEDecode"], ids["CreateVideo"], ids["SaveVideo"]]:
-        del api[nid]
+    api, ids = latent_graph(server, "histream_sampler_custom_advanced.json", "SamplerCustomAdvanced",
+                            "histream_test/sampler_node")
     hs, guider = api[ids["HiStreamSampler"]]["inputs"], api[ids["CFGGuider"]]["inputs"]
     chunker = hs["cache"][0]
-    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [ids["SamplerCustomAdvanced"], 0],
-                                                        "filename_prefix": "histream_test/sampler_node"}}
     api["91"] = {"class_type": "SparseStepSampler", "inputs": {
         "preset": hs["step_plan"], "shift": hs["shift"], "first_chunk_steps": 4, "first_chunk_low_steps": 2,
         "later_chunk_steps": 2, "later_chunk_low_steps": 1, "sampler": hs["sampler"]}}
