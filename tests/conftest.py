@@ -138,3 +138,12 @@ def previews(comfy_modules):
     yield events
     comfy_modules.utils.set_progress_bar_global_hook(None)
     args.preview_method = old
+
+
+@pytest.fixture(scope="module")
+def patcher(comfy_modules):
+    """The tiny Wan2.1 model (tiny_state_dict(seed=0)) loaded the stock "Load Diffusion Model" way, once per module."""
+    from nodes_support import tiny_state_dict
+
+    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
+    return comfy_modules.sd.load_diffusion_model_state_dict(sd)

@@ -6,17 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy_test_nodes import fake_wan_text
-from nodes_support import tiny_state_dict
 
 from histream_core.kv_quant import FP8
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)
 
 
 def run(pack, patcher, comfy_modules, monkeypatch, cache_dtype):

@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from comfy_test_nodes import fake_wan_text
-from nodes_support import run_pack_nodes, tiny_state_dict
+from nodes_support import run_pack_nodes
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)  # the stock "Load Diffusion Model" path
 
 
 def run_graph(pack, patcher, preset="HiStream+", frames=13):

@@ -22,12 +22,6 @@ SEED = 5  # the start image's pixels
 
 
 @pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)
-
-
-@pytest.fixture(scope="module")
 def vae(comfy_modules):
     return comfy_modules.sd.VAE(sd=random_wan21_vae(comfy_modules), dtype=torch.float32)
 

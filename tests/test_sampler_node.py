@@ -25,12 +25,6 @@ IGNORED_SIGMAS = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])  # what BasicSchedule
 TEXT, NEG = [[fake_wan_text(1, 8, 1), {}]], [[fake_wan_text(2, 8, 1), {}]]
 
 
-@pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)  # the stock "Load Diffusion Model" path
-
-
 def histream_sampler(pack, cache, step_plan="HiStream", steps=None, sigmas_low_steps=2, sampler="renoise"):
     return pack.NODE_CLASS_MAPPINGS["HiStreamSampler"]().build(
         cache=cache, step_plan=step_plan, shift=5.0, sigmas_low_steps=sigmas_low_steps, sampler=sampler,

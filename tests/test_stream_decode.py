@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from nodes_support import tiny_state_dict
 from stream_decode_support import host_vae, run_node, stock_vae_decode
 
 pytestmark = pytest.mark.comfy
@@ -39,12 +38,6 @@ def vae(comfy_modules):
     v = host_vae(dim=8)
     assert v.vae_dtype == torch.float32  # the bitwise claims are for CPU fp32
     return v
-
-
-@pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)
 
 
 def streamed(sdec, vae, raw, sizes, schedule=None):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from nodes_support import tiny_state_dict
 from stream_decode_support import host_tae, host_vae, random_tae_state_dict, run_node, stock_vae_decode
 
 pytestmark = pytest.mark.comfy
@@ -46,12 +45,6 @@ def tae(needs_taehv):
 @pytest.fixture(scope="module")
 def wan_vae(comfy_modules):
     return host_vae(dim=8)
-
-
-@pytest.fixture(scope="module")
-def patcher(comfy_modules):
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_state_dict(seed=0).items()}
-    return comfy_modules.sd.load_diffusion_model_state_dict(sd)
 
 
 @pytest.fixture(scope="module")
