@@ -295,13 +295,10 @@ class HiStreamPipeline:
         cache, its downsample (the method the loop shrinks finished chunks with) into the low-res one. Each cache
         is empty, so the prefix sits at frame positions 0..k-1 and fills the anchor (config.anchor = k)."""
         cfg = self.config
+        full = prefix.to(self.device)
         for res in self.resolutions():
-            clean = prefix.to(self.device)
-            if res.low:
-                clean = resize_latent(clean, cfg.low_latent_size, cfg.downsample_method)
-            self._predict(clean, 0.0, text, res, 0)
-            if callback:
-                callback(StepInfo("cache", -1, -1, -1, -1, res.name, 0.0, clean, None))
+            clean = resize_latent(full, cfg.low_latent_size, cfg.downsample_method) if res.low else full
+            self._write_clean(-1, 0, clean, text, res, callback)
             self._commit(res)
 
     def _update_caches(self, k, start, sched, x0, x0_low, text, callback) -> None:
@@ -322,7 +319,12 @@ class HiStreamPipeline:
                 if self.window_latents is not None:  # a later prompt switch re-encodes the window from these
                     self.window_latents.keep(res.name, start, clean)
             if write:
-                self._predict(clean, 0.0, text, res, start)  # t = 0 pass: the clean K/V land in the cache
-                if callback:
-                    callback(StepInfo("cache", k, -1, -1, -1, res.name, 0.0, clean, None))
+                self._write_clean(k, start, clean, text, res, callback)
             self._commit(res)
+
+    def _write_clean(self, k, start, clean, text, res: Resolution, callback) -> None:
+        """The t = 0 pass over chunk `k`'s clean latent (-1: the prefix): its K/V land in the cache (committed by
+        the caller)."""
+        self._predict(clean, 0.0, text, res, start)
+        if callback:
+            callback(StepInfo("cache", k, -1, -1, -1, res.name, 0.0, clean, None))
