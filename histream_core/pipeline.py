@@ -198,19 +198,20 @@ class HiStreamPipeline:
             self._steps_done = 0
             if prefix is not None:
                 self._write_prefix(prefix, text, callback)
-                keep = self.output_device is None or prefix.device.type == "meta"
-                yield ChunkResult(-1, 0, prefix if keep else prefix.to(self.output_device))
+                yield ChunkResult(-1, 0, self._to_output(prefix))
             for k, (start, frames) in enumerate(cfg.chunks):
                 if k in switches:
                     text = switch_prompt(self, k, switches[k], callback)
-                latent = self._chunk(k, start, frames, text, noise, callback)
-                keep = self.output_device is None or latent.device.type == "meta"  # meta: FLOP counting
-                out = latent if keep else latent.to(self.output_device)
-                yield ChunkResult(k, start, out)
+                yield ChunkResult(k, start, self._to_output(self._chunk(k, start, frames, text, noise, callback)))
         finally:
             self.window_latents = None
             self.release()
             self.control = None
+
+    def _to_output(self, latent: torch.Tensor) -> torch.Tensor:
+        """A finished latent on `output_device` (kept where it is with None, or on meta: FLOP counting)."""
+        keep = self.output_device is None or latent.device.type == "meta"
+        return latent if keep else latent.to(self.output_device)
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
         b, td = self.config.batch_size, self.model.config.text_dim
