@@ -170,10 +170,7 @@ class HiStreamPipeline:
         `prefix_latent`: the clean prefix [1 or B, 16, config.prefix_frames, H/8, W/8] (prefix.py), required when
         config.prefix_frames > 0; it is written into every cache first and yielded first (index -1)."""
         cfg = self.config
-        if cfg.prefix_frames and prefix_latent is None:
-            raise ValueError(f"the plan starts with a prefix of {cfg.prefix_frames} latent frames but none was "
-                             f"given: pass prefix_latent, or plan prefix_frames=0")
-        prefix = None if prefix_latent is None else checked_prefix(prefix_latent, cfg, self.model.config.in_dim)
+        prefix = checked_prefix(prefix_latent, cfg, self.model.config.in_dim)
         noise = noise or NoiseSource(seed, cfg.batch_size)
         prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
         if cfg.guided:
