@@ -81,6 +81,7 @@ class SequenceParallel:
         self.transport = transport if transport is not None else ShapeOnlyTransport()
         self.sent: Counter = Counter()  # bytes this rank sent to other ranks, per exchange kind
         self.calls: Counter = Counter()
+        self._heads_ok: int | None = None  # the head count check() last accepted
 
     @classmethod
     def over(cls, group=None) -> SequenceParallel:
@@ -101,9 +102,11 @@ class SequenceParallel:
             if tokens < self.size:
                 raise ValueError(f"the {name} grid has {tokens} patch tokens per frame, fewer than the {self.size} "
                                  f"processes that share them: use fewer processes or a larger resolution")
+        self._heads_ok = num_heads
 
     def local_heads(self, num_heads: int) -> int:
-        self.check(num_heads)
+        if num_heads != self._heads_ok:  # checked once (e.g. by the pipeline), not at every exchange
+            self.check(num_heads)
         return num_heads // self.size
 
     def head_slice(self, num_heads: int) -> slice:
