@@ -14,6 +14,7 @@ Self-Forcing inference, and chunked cached inference equals one block-causal mas
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -82,8 +83,7 @@ class HiStreamPipeline:
         self.low = Resolution("low", config.low_latent_size, max(1.0, config.rope_ntk_scale * config.low_res_scale))
         self.high = Resolution("high", config.latent_size, config.rope_ntk_scale)
         if parallel is not None:  # refuse a group that does not divide the heads or outnumbers a frame's tokens
-            ph, pw = model.config.patch_size[1:]
-            tokens = {f"{r.name}-res": (r.latent_size[0] // ph) * (r.latent_size[1] // pw) for r in self.resolutions()}
+            tokens = {f"{r.name}-res": math.prod(self._grid_hw(r)) for r in self.resolutions()}
             parallel.check(model.config.num_heads, tokens)
         self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
         self._vace_text: TextCache | None = None
@@ -104,12 +104,16 @@ class HiStreamPipeline:
         return [r for r, used in ((self.low, cfg.uses_low_res), (self.high, cfg.uses_high_res)) if used]
 
     # ---- caches ----------------------------------------------------------------------------------------------
+    def _grid_hw(self, res: Resolution) -> tuple[int, int]:
+        """The patch-token grid of one latent frame at the resolution."""
+        (h, w), p = res.latent_size, self.model.config.patch_size
+        return h // p[1], w // p[2]
+
     def _new_cache(self, res: Resolution, vace_entries: int = 0) -> KVCache:
-        cfg, p = self.config, self.model.config.patch_size
-        h, w = res.latent_size
+        cfg = self.config
         return self.model.new_cache(
             rope=Rope3D(self.model.config.rope_axes, ntk_scale=res.rope_ntk_scale),
-            rotate_on_read=self.rotate_on_read, batch=cfg.model_batch, grid_hw=(h // p[1], w // p[2]),
+            rotate_on_read=self.rotate_on_read, batch=cfg.model_batch, grid_hw=self._grid_hw(res),
             anchor_frames=cfg.anchor, window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames,
             total_frames=cfg.latent_frames, position_mode=cfg.position_mode, device=self.device,
             dtype=self.cache_dtype, name=f"{res.name}-res" + (" VACE cache" if vace_entries else " cache"),
