@@ -9,11 +9,10 @@ import torch
 
 
 def chunk_index(num_frames: int, chunk_frames: int, prefix_frames: int = 0) -> torch.Tensor:
-    """Each frame's block: with a prefix of k frames, the prefix is block 0 and chunks of `chunk_frames` follow."""
+    """Each frame's block: chunks of `chunk_frames` are blocks 0, 1, ...; a prefix of k frames before them is one
+    block, -1 (the masks compare and subtract blocks only)."""
     f = torch.arange(num_frames)
-    if not prefix_frames:
-        return f // chunk_frames
-    return torch.where(f < prefix_frames, 0, 1 + (f - prefix_frames).clamp_min(0) // chunk_frames)
+    return torch.where(f < prefix_frames, -1, (f - prefix_frames) // chunk_frames)
 
 
 def block_causal_mask(num_frames: int, chunk_frames: int, prefix_frames: int = 0) -> torch.Tensor:

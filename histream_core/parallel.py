@@ -81,6 +81,7 @@ class SequenceParallel:
         self.transport = transport if transport is not None else ShapeOnlyTransport()
         self.sent: Counter = Counter()  # bytes this rank sent to other ranks, per exchange kind
         self.calls: Counter = Counter()
+        self._heads_ok: int | None = None  # the head count check() last accepted
 
     @classmethod
     def over(cls, group=None) -> SequenceParallel:
@@ -101,9 +102,11 @@ class SequenceParallel:
             if tokens < self.size:
                 raise ValueError(f"the {name} grid has {tokens} patch tokens per frame, fewer than the {self.size} "
                                  f"processes that share them: use fewer processes or a larger resolution")
+        self._heads_ok = num_heads
 
     def local_heads(self, num_heads: int) -> int:
-        self.check(num_heads)
+        if num_heads != self._heads_ok:  # checked once (e.g. by the pipeline), not at every exchange
+            self.check(num_heads)
         return num_heads // self.size
 
     def head_slice(self, num_heads: int) -> slice:
@@ -138,15 +141,17 @@ class SequenceParallel:
         return torch.cat(parts, dim=2).view(b, frames * tokens_per_frame, d)
 
     # ---- the two all-to-alls of self-attention -----------------------------------------------------------------
-    def tokens_to_heads(self, x: torch.Tensor, frames: int, tokens_per_frame: int) -> torch.Tensor:
-        """[P, B, F·n_r, H, d] (P tensors packed, e.g. q, k, v) → [P, B, F·hw, H/N, d]: all tokens, this rank's
-        heads, frame-major as the cache and RoPE expect. One collective for all P."""
+    def tokens_to_heads(self, xs, frames: int, tokens_per_frame: int) -> torch.Tensor:
+        """P tensors [B, F·n_r, H, d] (e.g. q, k, v; a stacked [P, ...] tensor works too) → [P, B, F·hw, H/N, d]:
+        all tokens, this rank's heads, frame-major as the cache and RoPE expect. One collective for all P."""
         n, sizes = self.size, self.split(tokens_per_frame)
-        p, b, _, h, d = x.shape
+        p, (b, _, h, d) = len(xs), xs[0].shape
         hn = self.local_heads(h)
-        send = x.reshape(p, b, frames, sizes[self.rank], n, hn, d).permute(4, 0, 1, 2, 3, 5, 6).contiguous()
+        # one copy into the send layout [N, P, B, F, n_r, H/N, d]: destination rank first
+        send = torch.stack([x.reshape(b, frames, sizes[self.rank], n, hn, d).permute(3, 0, 1, 2, 4, 5) for x in xs],
+                           dim=1)
         recv_sizes = [p * b * frames * m * hn * d for m in sizes]
-        recv = x.new_empty(sum(recv_sizes))
+        recv = send.new_empty(sum(recv_sizes))
         self._exchange(recv, send.view(-1), recv_sizes, [send.numel() // n] * n, "qkv")
         parts = [t.view(p, b, frames, m, hn, d) for t, m in zip(recv.split(recv_sizes), sizes)]
         return torch.cat(parts, dim=3).view(p, b, frames * tokens_per_frame, hn, d)
@@ -159,7 +164,9 @@ class SequenceParallel:
         sizes = self.split(hw)
         mine = sizes[self.rank]
         pieces = y.view(b, frames, hw, hn, d).split(sizes, dim=2)
-        send = torch.cat([t.reshape(-1) for t in pieces])
+        send = y.new_empty(y.numel())  # each rank's piece copied once into its slice of the send buffer
+        for piece, dst in zip(pieces, send.split([t.numel() for t in pieces])):
+            dst.view(piece.shape).copy_(piece)
         recv = y.new_empty(n * b * frames * mine * hn * d)
         self._exchange(recv, send, [b * frames * mine * hn * d] * n, [t.numel() for t in pieces], "out")
         return recv.view(n, b, frames, mine, hn, d).permute(1, 2, 3, 0, 4, 5).reshape(b, frames * mine, n * hn, d)
@@ -169,7 +176,7 @@ class SequenceParallel:
         heads), exchange back."""
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             frames, hw = cache.current.frames, cache.tokens_per_frame
-            hq, hk, hv = self.tokens_to_heads(torch.stack((q, k, v)), frames, hw)
+            hq, hk, hv = self.tokens_to_heads((q, k, v), frames, hw)
             return self.heads_to_tokens(cache.attend(layer, hq, hk, hv), frames)
         return attend
 

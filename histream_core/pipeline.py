@@ -14,6 +14,7 @@ Self-Forcing inference, and chunked cached inference equals one block-causal mas
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -82,8 +83,7 @@ class HiStreamPipeline:
         self.low = Resolution("low", config.low_latent_size, max(1.0, config.rope_ntk_scale * config.low_res_scale))
         self.high = Resolution("high", config.latent_size, config.rope_ntk_scale)
         if parallel is not None:  # refuse a group that does not divide the heads or outnumbers a frame's tokens
-            ph, pw = model.config.patch_size[1:]
-            tokens = {f"{r.name}-res": (r.latent_size[0] // ph) * (r.latent_size[1] // pw) for r in self.resolutions()}
+            tokens = {f"{r.name}-res": math.prod(self._grid_hw(r)) for r in self.resolutions()}
             parallel.check(model.config.num_heads, tokens)
         self.control: VaceControl | None = None  # set by stream() for the run; VACE caches exist only then
         self._vace_text: TextCache | None = None
@@ -104,12 +104,16 @@ class HiStreamPipeline:
         return [r for r, used in ((self.low, cfg.uses_low_res), (self.high, cfg.uses_high_res)) if used]
 
     # ---- caches ----------------------------------------------------------------------------------------------
+    def _grid_hw(self, res: Resolution) -> tuple[int, int]:
+        """The patch-token grid of one latent frame at the resolution."""
+        (h, w), p = res.latent_size, self.model.config.patch_size
+        return h // p[1], w // p[2]
+
     def _new_cache(self, res: Resolution, vace_entries: int = 0) -> KVCache:
-        cfg, p = self.config, self.model.config.patch_size
-        h, w = res.latent_size
+        cfg = self.config
         return self.model.new_cache(
             rope=Rope3D(self.model.config.rope_axes, ntk_scale=res.rope_ntk_scale),
-            rotate_on_read=self.rotate_on_read, batch=cfg.model_batch, grid_hw=(h // p[1], w // p[2]),
+            rotate_on_read=self.rotate_on_read, batch=cfg.model_batch, grid_hw=self._grid_hw(res),
             anchor_frames=cfg.anchor, window_chunks=cfg.window_chunks, chunk_frames=cfg.chunk_frames,
             total_frames=cfg.latent_frames, position_mode=cfg.position_mode, device=self.device,
             dtype=self.cache_dtype, name=f"{res.name}-res" + (" VACE cache" if vace_entries else " cache"),
@@ -170,10 +174,7 @@ class HiStreamPipeline:
         `prefix_latent`: the clean prefix [1 or B, 16, config.prefix_frames, H/8, W/8] (prefix.py), required when
         config.prefix_frames > 0; it is written into every cache first and yielded first (index -1)."""
         cfg = self.config
-        if cfg.prefix_frames and prefix_latent is None:
-            raise ValueError(f"the plan starts with a prefix of {cfg.prefix_frames} latent frames but none was "
-                             f"given: pass prefix_latent, or plan prefix_frames=0")
-        prefix = None if prefix_latent is None else checked_prefix(prefix_latent, cfg, self.model.config.in_dim)
+        prefix = checked_prefix(prefix_latent, cfg, self.model.config.in_dim)
         noise = noise or NoiseSource(seed, cfg.batch_size)
         prompts = PromptSchedule.of(context).checked(cfg.num_chunks, self._check_context)
         if cfg.guided:
@@ -198,19 +199,20 @@ class HiStreamPipeline:
             self._steps_done = 0
             if prefix is not None:
                 self._write_prefix(prefix, text, callback)
-                keep = self.output_device is None or prefix.device.type == "meta"
-                yield ChunkResult(-1, 0, prefix if keep else prefix.to(self.output_device))
+                yield ChunkResult(-1, 0, self._to_output(prefix))
             for k, (start, frames) in enumerate(cfg.chunks):
                 if k in switches:
                     text = switch_prompt(self, k, switches[k], callback)
-                latent = self._chunk(k, start, frames, text, noise, callback)
-                keep = self.output_device is None or latent.device.type == "meta"  # meta: FLOP counting
-                out = latent if keep else latent.to(self.output_device)
-                yield ChunkResult(k, start, out)
+                yield ChunkResult(k, start, self._to_output(self._chunk(k, start, frames, text, noise, callback)))
         finally:
             self.window_latents = None
             self.release()
             self.control = None
+
+    def _to_output(self, latent: torch.Tensor) -> torch.Tensor:
+        """A finished latent on `output_device` (kept where it is with None, or on meta: FLOP counting)."""
+        keep = self.output_device is None or latent.device.type == "meta"
+        return latent if keep else latent.to(self.output_device)
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
         b, td = self.config.batch_size, self.model.config.text_dim
@@ -295,13 +297,10 @@ class HiStreamPipeline:
         cache, its downsample (the method the loop shrinks finished chunks with) into the low-res one. Each cache
         is empty, so the prefix sits at frame positions 0..k-1 and fills the anchor (config.anchor = k)."""
         cfg = self.config
+        full = prefix.to(self.device)
         for res in self.resolutions():
-            clean = prefix.to(self.device)
-            if res.low:
-                clean = resize_latent(clean, cfg.low_latent_size, cfg.downsample_method)
-            self._predict(clean, 0.0, text, res, 0)
-            if callback:
-                callback(StepInfo("cache", -1, -1, -1, -1, res.name, 0.0, clean, None))
+            clean = resize_latent(full, cfg.low_latent_size, cfg.downsample_method) if res.low else full
+            self._write_clean(-1, 0, clean, text, res, callback)
             self._commit(res)
 
     def _update_caches(self, k, start, sched, x0, x0_low, text, callback) -> None:
@@ -322,7 +321,12 @@ class HiStreamPipeline:
                 if self.window_latents is not None:  # a later prompt switch re-encodes the window from these
                     self.window_latents.keep(res.name, start, clean)
             if write:
-                self._predict(clean, 0.0, text, res, start)  # t = 0 pass: the clean K/V land in the cache
-                if callback:
-                    callback(StepInfo("cache", k, -1, -1, -1, res.name, 0.0, clean, None))
+                self._write_clean(k, start, clean, text, res, callback)
             self._commit(res)
+
+    def _write_clean(self, k, start, clean, text, res: Resolution, callback) -> None:
+        """The t = 0 pass over chunk `k`'s clean latent (-1: the prefix): its K/V land in the cache (committed by
+        the caller)."""
+        self._predict(clean, 0.0, text, res, start)
+        if callback:
+            callback(StepInfo("cache", k, -1, -1, -1, res.name, 0.0, clean, None))

@@ -20,9 +20,15 @@ from .config import HiStreamConfig
 from .finite import check_input
 
 
-def checked_prefix(prefix: torch.Tensor, cfg: HiStreamConfig, channels: int) -> torch.Tensor:
-    """The prefix [1 or B, C, k, h, w] (normalised latent space) checked against the plan, as float32 [B, ...]."""
+def checked_prefix(prefix: torch.Tensor | None, cfg: HiStreamConfig, channels: int) -> torch.Tensor | None:
+    """The prefix [1 or B, C, k, h, w] (normalised latent space) checked against the plan, as float32 [B, ...];
+    None (no prefix) only when the plan has none."""
     k = cfg.prefix_frames
+    if prefix is None:
+        if k:
+            raise ValueError(f"the plan starts with a prefix of {k} latent frames but none was given: pass "
+                             f"prefix_latent, or plan prefix_frames=0")
+        return None
     if k == 0:
         raise ValueError("a prefix latent was given but the plan has prefix_frames 0: set prefix_frames to its "
                          "latent frame count")

@@ -4,7 +4,8 @@ chunks), the negative prompt, VACE control and the seed.
 
 The file is a `torch.save` of plain data (dicts, lists, numbers, strings, tensors), so `torch.load(...,
 weights_only=True)` reads it without running code. Settings are a step preset name plus HiStreamConfig's scalar
-fields; a custom step plan is not representable and is refused at save time.
+fields; a custom step plan is not representable and is refused at save time, as is a plan with a prefix (the request
+has no prefix latent).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def _settings(config: HiStreamConfig, preset: str) -> dict:
 
 def save_render_request(path: str | Path, request: RenderRequest, preset: str) -> Path:
     """Write `request` (its config built from step preset `preset`) to `path`; returns the path."""
+    if request.config.prefix_frames:  # a request has no field for the prefix latent that stream() would need
+        raise ValueError(f"the plan starts with a prefix of {request.config.prefix_frames} latent frames, but prefix "
+                         f"runs are not supported by the headless renderer yet: run them in ComfyUI or the Python "
+                         f"API (HiStreamPipeline.stream with prefix_latent), or plan prefix_frames=0")
     ctx = PromptSchedule.of(request.context)
     data = {
         "format": FORMAT, "preset": preset, "settings": _settings(request.config, preset), "seed": int(request.seed),
@@ -74,8 +79,7 @@ def load_render_request(path: str | Path) -> RenderRequest:
                          f"histream_core.render_request.save_render_request")
     settings = dict(data["settings"])
     preset = data["preset"]
-    window = settings.pop("window_chunks")  # self_forcing's preset sets it: the stored value wins
-    config = HiStreamConfig.preset(preset, window_chunks=window, **settings)
+    config = HiStreamConfig.preset(preset, **settings)  # stored settings override the preset's (window_chunks)
     prompts = [(int(s), c) for s, c in data["prompts"]]
     context = prompts[0][1] if len(prompts) == 1 else PromptSchedule(tuple(prompts))
     ctl = data["control"]

@@ -41,6 +41,15 @@ def test_render_request_round_trip(tmp_path):
         load_render_request(tmp_path / "bad.pt")
 
 
+def test_render_request_refuses_a_prefix_run(tmp_path):
+    model = six_head_model()
+    req = _request(model)
+    req.config = req.config.with_(prefix_frames=1)
+    with pytest.raises(ValueError, match="prefix runs are not supported by the headless renderer yet"):
+        save_render_request(tmp_path / "p.pt", req, "histream_plus")
+    assert not (tmp_path / "p.pt").exists()
+
+
 @pytest.mark.parametrize("with_vace", [False, True], ids=["prompt_switch_cfg_batch2", "vace"])
 def test_torchrun_two_cpu_processes_write_the_single_process_latent(tmp_path, with_vace):
     if with_vace:  # the main weights and the VACE module in two files, as a user has them
