@@ -20,6 +20,30 @@ from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResSt
 
 log = logging.getLogger("histream")
 
+# the inputs Low-Res Denoise / Cached Upsample Refine share with the HiStream Sampler (one home for their widgets)
+LOW_RES_SCALE_INPUT = {
+    "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
+                                "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
+}
+REFINE_INPUTS = {
+    "upsample_method": (list(UPSAMPLE_METHODS), {"default": "bilinear",
+                                                 "tooltip": "Latent upsampling of the low-res x0."}),
+    "downsample_method": (list(DOWNSAMPLE_METHODS), {
+        "tooltip": "How the finished full-res chunk is shrunk for the low-res cache."}),
+    "rope_ntk_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 8.0, "step": 0.05,
+                                 "tooltip": "NTK-style spatial RoPE scaling; 1 = plain positions. ~2.3 maps "
+                                            "1080p onto the 832×480 training grid."}),
+    "cache_update": (list(CACHE_UPDATES), {
+        "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
+                   "reuse the final step's K/V (faster, approximate)."}),
+}
+
+
+def refine_options(upsample_method, downsample_method, rope_ntk_scale, cache_update) -> dict:
+    """The REFINE_INPUTS' widget values as HiStreamConfig keywords."""
+    return dict(upsample_method=upsample_method, downsample_method=downsample_method,
+                rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update)
+
 
 class LowResDenoise:
     @classmethod
@@ -33,8 +57,7 @@ class LowResDenoise:
             "latent": ("LATENT", {"tooltip": "The empty video latent from AnchorCacheChunker."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Noise is drawn on the CPU, so a seed gives the same video on any GPU."}),
-            "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
-                                        "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
+            **LOW_RES_SCALE_INPUT,
         }, "optional": {
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg is not 1."}),
             "cfg": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 30.0, "step": 0.1, "round": 0.01,
@@ -79,16 +102,7 @@ class CachedUpsampleRefine:
     def INPUT_TYPES(cls):
         return {"required": {
             "low_res": (LOWRES_TYPE,),
-            "upsample_method": (list(UPSAMPLE_METHODS), {"default": "bilinear",
-                                                         "tooltip": "Latent upsampling of the low-res x0."}),
-            "downsample_method": (list(DOWNSAMPLE_METHODS), {
-                "tooltip": "How the finished full-res chunk is shrunk for the low-res cache."}),
-            "rope_ntk_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 8.0, "step": 0.05,
-                                         "tooltip": "NTK-style spatial RoPE scaling; 1 = plain positions. ~2.3 maps "
-                                                    "1080p onto the 832×480 training grid."}),
-            "cache_update": (list(CACHE_UPDATES), {
-                "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
-                           "reuse the final step's K/V (faster, approximate)."}),
+            **REFINE_INPUTS,
         }, "optional": {
             "vae": ("VAE", {"tooltip": "Wan2.1 VAE (or its tiny decoder lighttaew2_1, ComfyUI 0.8.0+: fast drafts): "
                                        "decode each chunk while the next is generated (the IMAGE output, equal to "
@@ -110,8 +124,7 @@ class CachedUpsampleRefine:
 
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
             preview_vae=None, prompt=None, unique_id=None):
-        plan = resolve_plan(low_res, dict(upsample_method=upsample_method, downsample_method=downsample_method,
-                                          rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update))
+        plan = resolve_plan(low_res, refine_options(upsample_method, downsample_method, rope_ntk_scale, cache_update))
         if vae is None and stream_decode.image_output_used(prompt, unique_id):
             raise ValueError(stream_decode.NO_VAE_MESSAGE)
         cfg, patcher = plan.config, plan.patcher
