@@ -137,9 +137,7 @@ class CachedUpsampleRefine:
                                                           keep_video=False)
             else:
                 log.info("HiStream: previews are off (ComfyUI's preview method): preview_vae is not used")
-                preview_vae = None
-        latent = host_model.to_latent_output(patcher, run_plan(plan, vae, decoder, preview_vae=preview_vae,
-                                                               previewer=previewer))
+        latent = host_model.to_latent_output(patcher, run_plan(plan, decoder, previewer=previewer))
         # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
         return (latent, stream_decode.no_images() if decoder is None else decoder.images())
 
@@ -185,32 +183,32 @@ def build_pipeline(plan: RunPlan) -> HiStreamPipeline:
                             device=patcher.load_device, parallel=parallel_from_environment())
 
 
-def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None, preview_vae=None, previewer=None) -> torch.Tensor:
+def run_plan(plan: RunPlan, decoder=None, preview=None, previewer=None) -> torch.Tensor:
     """Load with room for the caches (and the decoders), build the pipeline and run the chunk loop; returns the
-    whole video latent [B, 16, T, h, w] in the model's (normalised) latent space. `preview`: a host sampler callback
-    (step, x0, x, total_steps) for the per-step previews, else the pack's own; `previewer`: the preview TAE's
-    streaming decode (of `preview_vae`)."""
+    whole video latent [B, 16, T, h, w] in the model's (normalised) latent space. `decoder`: the VAE's streaming
+    decode (the IMAGE output); `preview`: a host sampler callback (step, x0, x, total_steps) for the per-step
+    previews, else the pack's own; `previewer`: the preview TAE's streaming decode."""
     cfg = plan.config
-    load_with_room_for_caches(plan, vae, preview_vae)
+    load_with_room_for_caches(plan, decoder, previewer)
     pipeline = build_pipeline(plan)
     log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
              cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
     return torch.cat(run_chunk_loop(pipeline, plan, decoder, preview, previewer), dim=2)
 
 
-def load_with_room_for_caches(plan: RunPlan, vae, preview_vae=None) -> None:
+def load_with_room_for_caches(plan: RunPlan, decoder=None, previewer=None) -> None:
     """ComfyUI's model management makes room for the weights and the run's caches (and the decoders' decode); then
     the preflight refuses a run that still does not fit, before any of its buffers exists."""
     cfg, reserve = plan.config, 0
-    decoders = [v for v in (vae, preview_vae) if v is not None]
-    if not decoders:
+    vaes = [d.vae for d in (decoder, previewer) if d is not None]
+    if not vaes:
         host_model.load_for_sampling(plan.patcher, plan.device_bytes)
     else:
         reserve = sum(stream_decode.decode_reserve_bytes(v, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
-                      for v in decoders)
-        stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve, preview_vae)
+                      for v in vaes)
+        stream_decode.load_with_vae(plan.patcher, *vaes, extra_bytes=plan.device_bytes, decode_bytes=reserve)
     host_model.check_room_for_run(plan.patcher, plan.wan, cfg, plan.device_bytes + reserve,
-                                  output_bytes(cfg, decoded=vae is not None))
+                                  output_bytes(cfg, decoded=decoder is not None))
 
 
 def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> str:
