@@ -216,7 +216,7 @@ def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> 
     them, after the prefix where the run has one (so the file is this run's output so far); returns a sentence for
     the message ('' when nothing was finished)."""
     cfg = plan.config
-    done = len(chunks) - (plan.prefix is not None and len(chunks) > 0)  # the prefix is no finished chunk
+    done = len(chunks) - (plan.prefix is not None)  # the prefix is no finished chunk
     if done <= 0:
         return ""
     frames = None if decoder is None or decoder.video is None else decoder.video[:, :decoder.written]
