@@ -125,7 +125,11 @@ def _restorer():
                                                       Path(__file__).resolve().parent.parent / "histream_pickle.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[PICKLE_MODULE] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:  # no half-loaded module left under the plain name
+            sys.modules.pop(PICKLE_MODULE, None)
+            raise
     module.register(HiStreamLoopSampler)
     return module
 
