@@ -20,6 +20,30 @@ from .stage_types import CACHE_TYPE, CATEGORY, LOWRES_TYPE, STEPS_TYPE, LowResSt
 
 log = logging.getLogger("histream")
 
+# the inputs Low-Res Denoise / Cached Upsample Refine share with the HiStream Sampler (one home for their widgets)
+LOW_RES_SCALE_INPUT = {
+    "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
+                                "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
+}
+REFINE_INPUTS = {
+    "upsample_method": (list(UPSAMPLE_METHODS), {"default": "bilinear",
+                                                 "tooltip": "Latent upsampling of the low-res x0."}),
+    "downsample_method": (list(DOWNSAMPLE_METHODS), {
+        "tooltip": "How the finished full-res chunk is shrunk for the low-res cache."}),
+    "rope_ntk_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 8.0, "step": 0.05,
+                                 "tooltip": "NTK-style spatial RoPE scaling; 1 = plain positions. ~2.3 maps "
+                                            "1080p onto the 832×480 training grid."}),
+    "cache_update": (list(CACHE_UPDATES), {
+        "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
+                   "reuse the final step's K/V (faster, approximate)."}),
+}
+
+
+def refine_options(upsample_method, downsample_method, rope_ntk_scale, cache_update) -> dict:
+    """The REFINE_INPUTS' widget values as HiStreamConfig keywords."""
+    return dict(upsample_method=upsample_method, downsample_method=downsample_method,
+                rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update)
+
 
 class LowResDenoise:
     @classmethod
@@ -33,8 +57,7 @@ class LowResDenoise:
             "latent": ("LATENT", {"tooltip": "The empty video latent from AnchorCacheChunker."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Noise is drawn on the CPU, so a seed gives the same video on any GPU."}),
-            "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
-                                        "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
+            **LOW_RES_SCALE_INPUT,
         }, "optional": {
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, used when cfg is not 1."}),
             "cfg": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 30.0, "step": 0.1, "round": 0.01,
@@ -79,16 +102,7 @@ class CachedUpsampleRefine:
     def INPUT_TYPES(cls):
         return {"required": {
             "low_res": (LOWRES_TYPE,),
-            "upsample_method": (list(UPSAMPLE_METHODS), {"default": "bilinear",
-                                                         "tooltip": "Latent upsampling of the low-res x0."}),
-            "downsample_method": (list(DOWNSAMPLE_METHODS), {
-                "tooltip": "How the finished full-res chunk is shrunk for the low-res cache."}),
-            "rope_ntk_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 8.0, "step": 0.05,
-                                         "tooltip": "NTK-style spatial RoPE scaling; 1 = plain positions. ~2.3 maps "
-                                                    "1080p onto the 832×480 training grid."}),
-            "cache_update": (list(CACHE_UPDATES), {
-                "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
-                           "reuse the final step's K/V (faster, approximate)."}),
+            **REFINE_INPUTS,
         }, "optional": {
             "vae": ("VAE", {"tooltip": "Wan2.1 VAE (or its tiny decoder lighttaew2_1, ComfyUI 0.8.0+: fast drafts): "
                                        "decode each chunk while the next is generated (the IMAGE output, equal to "
@@ -110,8 +124,7 @@ class CachedUpsampleRefine:
 
     def run(self, low_res: LowResStage, upsample_method, downsample_method, rope_ntk_scale, cache_update, vae=None,
             preview_vae=None, prompt=None, unique_id=None):
-        plan = resolve_plan(low_res, dict(upsample_method=upsample_method, downsample_method=downsample_method,
-                                          rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update))
+        plan = resolve_plan(low_res, refine_options(upsample_method, downsample_method, rope_ntk_scale, cache_update))
         if vae is None and stream_decode.image_output_used(prompt, unique_id):
             raise ValueError(stream_decode.NO_VAE_MESSAGE)
         cfg, patcher = plan.config, plan.patcher
@@ -124,9 +137,7 @@ class CachedUpsampleRefine:
                                                           keep_video=False)
             else:
                 log.info("HiStream: previews are off (ComfyUI's preview method): preview_vae is not used")
-                preview_vae = None
-        latent = host_model.to_latent_output(patcher, run_plan(plan, vae, decoder, preview_vae=preview_vae,
-                                                               previewer=previewer))
+        latent = host_model.to_latent_output(patcher, run_plan(plan, decoder, previewer=previewer))
         # without a VAE the IMAGE output blocks whatever reads it (e.g. after a cached run that left it unconnected)
         return (latent, stream_decode.no_images() if decoder is None else decoder.images())
 
@@ -172,32 +183,32 @@ def build_pipeline(plan: RunPlan) -> HiStreamPipeline:
                             device=patcher.load_device, parallel=parallel_from_environment())
 
 
-def run_plan(plan: RunPlan, vae=None, decoder=None, preview=None, preview_vae=None, previewer=None) -> torch.Tensor:
+def run_plan(plan: RunPlan, decoder=None, preview=None, previewer=None) -> torch.Tensor:
     """Load with room for the caches (and the decoders), build the pipeline and run the chunk loop; returns the
-    whole video latent [B, 16, T, h, w] in the model's (normalised) latent space. `preview`: a host sampler callback
-    (step, x0, x, total_steps) for the per-step previews, else the pack's own; `previewer`: the preview TAE's
-    streaming decode (of `preview_vae`)."""
+    whole video latent [B, 16, T, h, w] in the model's (normalised) latent space. `decoder`: the VAE's streaming
+    decode (the IMAGE output); `preview`: a host sampler callback (step, x0, x, total_steps) for the per-step
+    previews, else the pack's own; `previewer`: the preview TAE's streaming decode."""
     cfg = plan.config
-    load_with_room_for_caches(plan, vae, preview_vae)
+    load_with_room_for_caches(plan, decoder, previewer)
     pipeline = build_pipeline(plan)
     log.info("HiStream: %d chunks, %d steps, caches %.2f GiB", cfg.num_chunks,
              cfg.steps.total_steps(cfg.num_chunks), pipeline.cache_nbytes(plan.control) / 2**30)
     return torch.cat(run_chunk_loop(pipeline, plan, decoder, preview, previewer), dim=2)
 
 
-def load_with_room_for_caches(plan: RunPlan, vae, preview_vae=None) -> None:
+def load_with_room_for_caches(plan: RunPlan, decoder=None, previewer=None) -> None:
     """ComfyUI's model management makes room for the weights and the run's caches (and the decoders' decode); then
     the preflight refuses a run that still does not fit, before any of its buffers exists."""
     cfg, reserve = plan.config, 0
-    decoders = [v for v in (vae, preview_vae) if v is not None]
-    if not decoders:
+    vaes = [d.vae for d in (decoder, previewer) if d is not None]
+    if not vaes:
         host_model.load_for_sampling(plan.patcher, plan.device_bytes)
     else:
         reserve = sum(stream_decode.decode_reserve_bytes(v, cfg.batch_size, cfg.latent_size, cfg.chunk_frames)
-                      for v in decoders)
-        stream_decode.load_with_vae(plan.patcher, vae, plan.device_bytes, reserve, preview_vae)
+                      for v in vaes)
+        stream_decode.load_with_vae(plan.patcher, *vaes, extra_bytes=plan.device_bytes, decode_bytes=reserve)
     host_model.check_room_for_run(plan.patcher, plan.wan, cfg, plan.device_bytes + reserve,
-                                  output_bytes(cfg, decoded=vae is not None))
+                                  output_bytes(cfg, decoded=decoder is not None))
 
 
 def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> str:
@@ -205,7 +216,7 @@ def keep_finished_chunks(plan: RunPlan, chunks: list[torch.Tensor], decoder) -> 
     them, after the prefix where the run has one (so the file is this run's output so far); returns a sentence for
     the message ('' when nothing was finished)."""
     cfg = plan.config
-    done = len(chunks) - (plan.prefix is not None and len(chunks) > 0)  # the prefix is no finished chunk
+    done = len(chunks) - (plan.prefix is not None)  # the prefix is no finished chunk
     if done <= 0:
         return ""
     frames = None if decoder is None or decoder.video is None else decoder.video[:, :decoder.written]

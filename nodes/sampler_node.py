@@ -19,8 +19,8 @@ from pathlib import Path
 import comfy.samplers
 import torch
 
-from ..histream_core.config import CACHE_UPDATES, DOWNSAMPLE_METHODS, SAMPLERS, UPSAMPLE_METHODS
-from .denoise_nodes import resolve_plan, run_plan, video_config
+from ..histream_core.config import SAMPLERS
+from .denoise_nodes import LOW_RES_SCALE_INPUT, REFINE_INPUTS, refine_options, resolve_plan, run_plan, video_config
 from .plan_nodes import FAMILY_STEPS, NODE_PRESETS, SparseStepSampler
 from .stage_types import CACHE_TYPE, CATEGORY, STEPS_TYPE, CachePlan, LowResStage, StepSpec
 
@@ -125,7 +125,11 @@ def _restorer():
                                                       Path(__file__).resolve().parent.parent / "histream_pickle.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[PICKLE_MODULE] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:  # no half-loaded module left under the plain name
+            sys.modules.pop(PICKLE_MODULE, None)
+            raise
     module.register(HiStreamLoopSampler)
     return module
 
@@ -154,17 +158,8 @@ class HiStreamSampler:
                 "renoise: fresh noise between steps (Self-Forcing's sampler, for distilled few-step weights). "
                 "euler: deterministic flow-ODE steps (models trained by flow matching only). A connected steps "
                 "input brings its own.")}),
-            "low_res_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
-                                        "tooltip": "Side scale of the low-res stage (0.5: 960×544 for 1080p)."}),
-            "upsample_method": (list(UPSAMPLE_METHODS), {"default": "bilinear",
-                                                         "tooltip": "Latent upsampling of the low-res x0."}),
-            "downsample_method": (list(DOWNSAMPLE_METHODS), {
-                "tooltip": "How the finished full-res chunk is shrunk for the low-res cache."}),
-            "rope_ntk_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 8.0, "step": 0.05,
-                                         "tooltip": "NTK-style spatial RoPE scaling; 1 = plain positions."}),
-            "cache_update": (list(CACHE_UPDATES), {
-                "tooltip": "clean_pass: one extra t=0 pass per chunk writes clean K/V (Self-Forcing). last_step: "
-                           "reuse the final step's K/V (faster, approximate)."}),
+            **LOW_RES_SCALE_INPUT,
+            **REFINE_INPUTS,
         }, "optional": {
             "steps": (STEPS_TYPE, {"tooltip": "Sparse Step Sampler's per-chunk plan: wins over step_plan and over "
                                               "the SIGMAS."}),
@@ -187,8 +182,7 @@ class HiStreamSampler:
             (steps,) = SparseStepSampler().build(step_plan, shift, 4, 2, 2, 1, sampler=sampler)  # counts: presets'
         elif steps is None and sampler not in SAMPLERS:
             raise ValueError(f"HiStream Sampler: sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-        refine = dict(upsample_method=upsample_method, downsample_method=downsample_method,
-                      rope_ntk_scale=float(rope_ntk_scale), cache_update=cache_update)
+        refine = refine_options(upsample_method, downsample_method, rope_ntk_scale, cache_update)
         plan = SamplerPlan(cache, steps, int(sigmas_low_steps), float(shift), sampler, float(low_res_scale), refine)
         # sizes and options now, with the nearest valid values in the message (the SIGMAS arrive when it runs)
         placeholder = steps or StepSpec(SIGMAS_PLAN, float(shift), 4, 0, 4, 0, sampler=sampler)

@@ -205,11 +205,10 @@ class StreamingDecode:
         self.decoder = self.latent = None
 
 
-def load_with_vae(patcher, vae, extra_bytes: int, decode_bytes: int, preview_vae=None) -> None:
-    """Load the diffusion model and the VAE (and a preview TAE) together, as stock samplers load a model with its
-    helpers: the host decides what stays on the GPU for the run's own memory plus its own decode estimates
+def load_with_vae(patcher, *vaes, extra_bytes: int, decode_bytes: int) -> None:
+    """Load the diffusion model and the VAEs (the VAE and/or a preview TAE) together, as stock samplers load a model
+    with its helpers: the host decides what stays on the GPU for the run's own memory plus its own decode estimates
     (`decode_bytes`: their sum; the decoders run one after the other, but each keeps its causal state)."""
-    vaes = [v for v in (vae, preview_vae) if v is not None]
     # force_full_load goes to the VAE patcher alone, as stock VAE decode passes it (newer dynamic-VRAM model patchers
     # assert on it); the joint call then keeps the loaded VAE and loads the model beside it
     for v in vaes:
