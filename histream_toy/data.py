@@ -114,15 +114,27 @@ def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: boo
     step = SPEED_PER_FRAME[spec.speed]
     cx = _bounce(x0 + dx * step * side / width * t, half_x, 1 - half_x)
     cy = _bounce(y0 + dy * step * side / height * t, half_y, 1 - half_y)
+    top, bottom = tint, tint if spec.background == "plain" else tint2
+    return draw(spec.color, spec.shape, size, cx, cy, top, bottom, height, width, with_mask, degrade)
+
+
+def draw(color: str, shape: str, size: float, cx: torch.Tensor, cy: torch.Tensor, top, bottom, height: int,
+         width: int, with_mask: bool = False, degrade: Degradation | None = None):
+    """Frames [3, F, H, W] in [-1, 1] of one `shape` of `color` whose box side is `size` (fraction of the shorter
+    side) centred at (cx, cy) [F] (fractions of each axis), over a background that runs linearly from the `top`
+    row's RGB to the `bottom` row's (equal: plain). `render` draws a spec through this; the rollout teacher
+    (histream_toy.teacher) draws a measured state."""
+    frames = cx.shape[0]
+    side = min(height, width)
     # pixel-centre coordinates in pixels of the min side, relative to the centre: [F, H, W]
     ys = (torch.arange(height, dtype=torch.float32) + 0.5).view(1, -1, 1)
     xs = (torch.arange(width, dtype=torch.float32) + 0.5).view(1, 1, -1)
     px = xs - (cx * width).view(-1, 1, 1)
     py = ys - (cy * height).view(-1, 1, 1)
     r = size * side / 2
-    if spec.shape == "circle":
+    if shape == "circle":
         sd = torch.sqrt(px**2 + py**2) - r
-    elif spec.shape == "square":
+    elif shape == "square":
         sd = torch.maximum(px.abs(), py.abs()) - r
     else:  # upward triangle in the box: apex at top centre, base at bottom
         base = py - r
@@ -130,13 +142,13 @@ def render(spec: VideoSpec, frames: int, height: int, width: int, with_mask: boo
         sd = torch.maximum(base, slope / (5 ** 0.5))
     soft = degrade.softness * side / 128 if degrade else 1.0
     alpha = (0.5 - sd / soft).clamp(0, 1)  # ~1 px antialiased edge (wider when degraded)
-    if spec.background == "plain":
-        bg = torch.tensor(tint).view(3, 1, 1, 1).expand(3, frames, height, width)
+    if list(top) == list(bottom):  # plain
+        bg = torch.tensor(top).view(3, 1, 1, 1).expand(3, frames, height, width)
     else:  # vertical gradient between two dark tints
         w = torch.linspace(0, 1, height).view(1, 1, -1, 1)
-        bg = torch.tensor(tint).view(3, 1, 1, 1) * (1 - w) + torch.tensor(tint2).view(3, 1, 1, 1) * w
+        bg = torch.tensor(top).view(3, 1, 1, 1) * (1 - w) + torch.tensor(bottom).view(3, 1, 1, 1) * w
         bg = bg.expand(3, frames, height, width)
-    fg = torch.tensor(COLORS[spec.color]).view(3, 1, 1, 1)
+    fg = torch.tensor(COLORS[color]).view(3, 1, 1, 1)
     if degrade is not None:
         fg = (1 - degrade.color_mix) * fg + degrade.color_mix * torch.tensor(degrade.other_color).view(3, 1, 1, 1)
         alpha = alpha * degrade.opacity

@@ -131,14 +131,49 @@ def shifted_sigma(u: torch.Tensor, shift: float = TOY_SHIFT) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def train(args, log=print) -> tuple[CausalWanModel, dict]:
+def data_batch_loss(model: CausalWanModel, data: dict, object_mask: dict, ctx: dict, args, rng: random.Random,
+                    hi_res: bool) -> torch.Tensor:
+    """The teacher-forced flow-matching loss of one batch of true clips (the layouts of sample_layout)."""
+    n = len(data["prompts"])
+    key = "hi" if hi_res else "lo"
+    pool = data[key]
+    frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob, args.first_motion_prob,
+                                    args.first_frame_prob)
+    bsz = (args.batch if hi_res else 2 * args.batch) * (4 if frames == [0] else 1)  # one frame: cheap, batch up
+    idx = [rng.randrange(len(pool)) for _ in range(bsz)]
+    x0 = pool[idx][:, :, frames]
+    if args.object_weight > 0:  # the object is ~8 % of the frame: weight its cells (motion lives there)
+        masks = object_mask[key][[i % n for i in idx]][:, frames].float()  # lo pool i >= n: spec i - n
+        obj_w = 1 + args.object_weight * masks[:, None]
+    else:
+        obj_w = torch.ones(1, 1, 1, 1, 1)
+    cond = torch.stack([ctx[data["prompts"][i % n]] for i in idx])
+    if args.cond_drop > 0:  # the empty prompt (all-zero context) for classifier-free guidance
+        cond = cond * (torch.rand(bsz, 1, 1) >= args.cond_drop)
+    sigma = shifted_sigma(torch.rand(bsz, len(frames)))
+    eps = torch.randn_like(x0)
+    s = sigma[:, None, :, None, None]
+    noisy = (1 - s) * x0 + s * eps
+    clean = x0[:, :, :-1]
+    if args.degrade_prob > 0:  # context with a degraded object, target the true one: learn to restore it
+        spoil = torch.rand(bsz) < args.degrade_prob
+        if spoil.any():
+            bad = data[key + "_bad"][idx][:, :, frames[:-1]]
+            clean = torch.where(spoil[:, None, None, None, None], bad, clean)
+    if args.ctx_noise > 0:  # robustness to imperfect generated context (it is written at t = 0)
+        amp = args.ctx_noise * torch.rand(bsz, 1, clean.shape[2], 1, 1)
+        clean = clean + amp * torch.randn_like(clean)
+    v = teacher_forced_forward(model, clean, noisy, 1000 * sigma, cond)
+    w = torch.tensor(weights)[None, None, :, None, None] * obj_w
+    loss = (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum()
+    return loss
+
+
+def prepare_data(args, log=print) -> tuple[dict, dict, dict]:
+    """The encoded dataset (built, or read from --data-cache), the text context per prompt and the object masks."""
     from .autoencoder import load_toy_ae
     from .text import encode_prompt
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    t_start = time.time()
     cache = args.data_cache
     if cache and cache.exists():
         data = torch.load(cache, weights_only=False)
@@ -148,12 +183,21 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         if cache:
             torch.save(data, cache)
     ctx = {p: encode_prompt(p)[0] for p in sorted(set(data["prompts"]))}
-    n = len(data["prompts"])
     object_mask = {}
     if args.object_weight > 0:
         t_mask = time.time()
         object_mask = {"hi": object_masks(data["specs"], 128), "lo": object_masks(data["specs"], 64)}
         log(f"object masks in {time.time() - t_mask:.0f} s: {object_mask['hi'].float().mean():.3f} of the cells")
+    return data, ctx, object_mask
+
+
+def train(args, log=print, prepared: tuple | None = None) -> tuple[CausalWanModel, dict]:
+    """Stage 1 (module docstring); `prepared`: prepare_data's result, when the caller already has it."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    t_start = time.time()
+    data, ctx, object_mask = prepared or prepare_data(args, log)
 
     model = CausalWanModel(TOY_WAN_CONFIG)
     if args.init:  # continue from earlier weights (a second stage with another objective)
@@ -177,38 +221,7 @@ def train(args, log=print) -> tuple[CausalWanModel, dict]:
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        hi_res = step % 2 == 0
-        key = "hi" if hi_res else "lo"
-        pool = data[key]
-        frames, weights = sample_layout(rng, pool.shape[2], args.gap_prob, args.first_motion_prob,
-                                        args.first_frame_prob)
-        bsz = (args.batch if hi_res else 2 * args.batch) * (4 if frames == [0] else 1)  # one frame: cheap, batch up
-        idx = [rng.randrange(len(pool)) for _ in range(bsz)]
-        x0 = pool[idx][:, :, frames]
-        if args.object_weight > 0:  # the object is ~8 % of the frame: weight its cells (motion lives there)
-            masks = object_mask[key][[i % n for i in idx]][:, frames].float()  # lo pool i >= n: spec i - n
-            obj_w = 1 + args.object_weight * masks[:, None]
-        else:
-            obj_w = torch.ones(1, 1, 1, 1, 1)
-        cond = torch.stack([ctx[data["prompts"][i % n]] for i in idx])
-        if args.cond_drop > 0:  # the empty prompt (all-zero context) for classifier-free guidance
-            cond = cond * (torch.rand(bsz, 1, 1) >= args.cond_drop)
-        sigma = shifted_sigma(torch.rand(bsz, len(frames)))
-        eps = torch.randn_like(x0)
-        s = sigma[:, None, :, None, None]
-        noisy = (1 - s) * x0 + s * eps
-        clean = x0[:, :, :-1]
-        if args.degrade_prob > 0:  # context with a degraded object, target the true one: learn to restore it
-            spoil = torch.rand(bsz) < args.degrade_prob
-            if spoil.any():
-                bad = data[key + "_bad"][idx][:, :, frames[:-1]]
-                clean = torch.where(spoil[:, None, None, None, None], bad, clean)
-        if args.ctx_noise > 0:  # robustness to imperfect generated context (it is written at t = 0)
-            amp = args.ctx_noise * torch.rand(bsz, 1, clean.shape[2], 1, 1)
-            clean = clean + amp * torch.randn_like(clean)
-        v = teacher_forced_forward(model, clean, noisy, 1000 * sigma, cond)
-        w = torch.tensor(weights)[None, None, :, None, None] * obj_w
-        loss = (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum()
+        loss = data_batch_loss(model, data, object_mask, ctx, args, rng, hi_res=step % 2 == 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -260,7 +273,7 @@ def evaluate(model, n: int, seed: int, log=print) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--minutes", type=float, default=36.0, help="stop training after this long (0 = no limit); the "
@@ -291,7 +304,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval", type=int, default=30, help="held-out prompt/seed pairs to evaluate (0 = skip)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     model, info = train(args, log=lambda m: print(m, flush=True))
     if args.eval:
         info["eval"] = evaluate(model, args.eval, args.seed, log=lambda m: print(m, flush=True))
