@@ -35,6 +35,23 @@ from .train_dit import data_batch_loss, save, shifted_sigma, teacher_forced_forw
 ROLLOUT_PRESETS = ("histream", "self_forcing", "histream_plus")
 
 
+class RecordedNoise:
+    """The pipeline's noise (row b from seed + b, as NoiseSource draws it), kept per latent height: in chunk order,
+    what each chunk's denoising started from at that resolution (with the euler sampler nothing else is drawn)."""
+
+    def __init__(self, seed: int, batch: int):
+        self.generators = [torch.Generator("cpu").manual_seed(seed + b) for b in range(batch)]
+        self.draws: dict[int, list] = {}
+
+    def __call__(self, shape):
+        z = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in self.generators])
+        self.draws.setdefault(shape[-2], []).append(z)
+        return z
+
+    def at(self, height: int) -> torch.Tensor | None:
+        return torch.cat(self.draws[height], 2) if height in self.draws else None
+
+
 def context_frames(i: int) -> list[int]:
     """The generated latent frames latent frame i is made after: the anchor and the window (all early on)."""
     return [*range(TOY_ANCHOR), *range(max(TOY_ANCHOR, i - TOY_WINDOW), i)]
@@ -51,9 +68,11 @@ def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dic
     cfg = toy_config(frames, 128, preset, sampler="euler", batch_size=len(specs))
     context = torch.cat([encode_prompt(s.prompt) for s in specs])
     model.eval()
-    gen = HiStreamPipeline(model, cfg).generate(context, seed=seed, negative=encode_prompt(NEGATIVE_PROMPT))
+    noise = RecordedNoise(seed, len(specs))
+    gen = HiStreamPipeline(model, cfg).generate(context, noise=noise, negative=encode_prompt(NEGATIVE_PROMPT))
     video = ae.decode(gen)
-    out = {"gen": gen, "prompts": [s.prompt for s in specs], "hi": [], "lo": [], "ok": [], "w_hi": [], "w_lo": []}
+    out = {"gen": gen, "prompts": [s.prompt for s in specs], "hi": [], "lo": [], "ok": [], "w_hi": [], "w_lo": [],
+           "z_hi": noise.at(gen.shape[3]), "z_lo": noise.at(gen.shape[3] // 2)}
     for b, spec in enumerate(specs):
         state = measure(video[b], spec.prompt)
         tv, ok, alpha = teacher_video(state, latent_frames, 128, 128)
@@ -79,6 +98,7 @@ def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dic
 def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res: bool) -> torch.Tensor | None:
     """Flow-matching loss of the rollout's rows: generated context -> the teacher's continuation."""
     gen, target = (roll["gen"], roll["hi"]) if hi_res else (roll["gen_lo"], roll["lo"])
+    start_noise = roll["z_hi" if hi_res else "z_lo"]
     weight_cells = roll["w_hi" if hi_res else "w_lo"]
     rows: dict[int, list] = {}
     for b in range(gen.shape[0]):
@@ -96,6 +116,13 @@ def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res:
         r = len(group)
         sigma = shifted_sigma(torch.rand(r))
         eps = torch.randn_like(x0)
+        drop = torch.rand(r) < args.cond_drop
+        if start_noise is not None and args.coupled_prob > 0:
+            # reflow (rectified flow): the straight path from the noise this frame's sampling started from to the
+            # teacher's frame, so that few euler steps from that noise land on a crisp frame (guided rows only)
+            coupled = (torch.rand(r) < args.coupled_prob) & ~drop
+            z = torch.stack([start_noise[b][:, i] for b, i in group])
+            eps = torch.where(coupled.view(-1, 1, 1, 1), z, eps)
         s = sigma.view(-1, 1, 1, 1)
         noisy_last = (1 - s) * x0 + s * eps
         # noisy frames 0..n-1 only fill positions (noisy frames attend clean frames and themselves, never each
@@ -103,8 +130,7 @@ def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res:
         noisy = torch.cat([clean, noisy_last[:, :, None]], 2)
         t = torch.cat([torch.zeros(r, n_ctx), 1000 * sigma[:, None]], 1)
         cond = torch.stack([ctx[roll["prompts"][b]] for b in bs])
-        if args.cond_drop > 0:
-            cond = cond * (torch.rand(r, 1, 1) >= args.cond_drop)
+        cond = cond * ~drop.view(-1, 1, 1)
         v = teacher_forced_forward(model, clean, noisy, t, cond)[:, :, -1]
         w = 1 + args.object_weight * torch.stack([weight_cells[b, i] for b, i in group]).float()[:, None]
         total = total + (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum() * r
@@ -184,7 +210,7 @@ def _save_ema(model, ema, info, path):
 
 def _recipe(args) -> dict:
     keys = ("seed", "minutes", "lr", "ema", "rollout_batch", "rollout_latents", "reuse", "data_prob", "max_rows",
-            "cond_drop", "object_weight", "threads")
+            "coupled_prob", "cond_drop", "object_weight", "threads")
     return {"stage2_" + k: getattr(args, k) for k in keys}
 
 
@@ -204,7 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rollout-latents", type=int, default=12, help="latent frames per rollout (1 + 4(n-1) frames)")
     ap.add_argument("--reuse", type=int, default=4, help="steps per rollout")
     ap.add_argument("--data-prob", type=float, default=0.3, help="fraction of steps on stage-1 batches of true clips")
-    ap.add_argument("--max-rows", type=int, default=48, help="most rows per context length per step")
+    ap.add_argument("--max-rows", type=int, default=32, help="most rows per context length per step")
+    ap.add_argument("--coupled-prob", type=float, default=0.0,
+                    help="fraction of guided rows noised with the noise their sampling started from (reflow)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)

@@ -116,10 +116,34 @@ def test_short_stage_two_run_writes_loadable_wan_weights(tmp_path):
 
     out = tmp_path / "dit.safetensors"
     assert main(["--stage1-steps", "2", "--steps", "4", "--minutes", "0", "--videos", "4", "--batch", "2",
-                 "--rollout-batch", "2", "--rollout-latents", "3", "--reuse", "2", "--log-every", "2",
+                 "--rollout-batch", "2", "--rollout-latents", "3", "--reuse", "2", "--log-every", "2", "--coupled-prob", "0.5",
                  "--checkpoint-minutes", "0", "--out", str(out)]) == 0
     sd, cfg, info = load_wan_state_dict(out)
     assert cfg == TOY_WAN_CONFIG
     meta = json.loads(info["metadata"]["histream_toy_dit"])
     assert meta["steps"] == 2 and meta["stage2_steps"] == 4 and meta["stage2_rollout_batch"] == 2
     assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_recorded_noise_is_the_pipelines_own_and_one_draw_per_chunk_and_resolution():
+    """RecordedNoise draws what NoiseSource(seed) draws (the same video) and keeps each chunk's starting noise:
+    histream starts every chunk at low res and re-noises once at full res (the DRC hand-over)."""
+    from histream_toy._engine import HiStreamPipeline
+    from histream_toy.sampling import toy_config
+    from histream_toy.train_rollout import RecordedNoise
+
+    torch.manual_seed(0)
+    model = CausalWanModel(TOY_WAN_CONFIG).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ctx = torch.randn(2, 16, 4096)
+    for preset, low in (("histream", True), ("self_forcing", False)):
+        cfg = toy_config(9, 64, preset, sampler="euler", batch_size=2, guidance_scale=1.0)
+        noise = RecordedNoise(5, 2)
+        got = HiStreamPipeline(model, cfg).generate(ctx, noise=noise)
+        assert torch.equal(got, HiStreamPipeline(model, cfg).generate(ctx, seed=5))
+        assert noise.at(8).shape == (2, 16, 3, 8, 8)
+        assert (noise.at(4) is not None) == low
+        if low:
+            assert noise.at(4).shape == (2, 16, 3, 4, 4)
