@@ -1,7 +1,7 @@
 """Frame strips of the toy model's videos for the model card: every 8th frame of a 129-frame video, HiStream above
 full-res (Self-Forcing-style), one PNG per prompt, exactly as the demo command draws them (seed 0, cfg 3).
 
-    python -m histream_toy.strips [--out histream_toy/strips] [--frames 129] [--every 8]
+    python -m histream_toy.strips [--out histream_toy/strips] [--frames 129] [--every 8] [--model PATH]
 """
 
 from __future__ import annotations
@@ -46,17 +46,19 @@ def strip_name(prompt: str) -> str:
 
 
 def main(argv=None) -> int:
-    from .sampling import generate_toy
+    from .sampling import generate_toy, load_toy_dit
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "strips")
     ap.add_argument("--frames", type=int, default=129)
     ap.add_argument("--every", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, help="DiT weights to draw with (default: the committed ones)")
     args = ap.parse_args(argv)
+    model = load_toy_dit(args.model) if args.model else None
     args.out.mkdir(parents=True, exist_ok=True)
     for prompt in STRIP_PROMPTS:
-        videos = [generate_toy(prompt, args.frames, args.seed, preset) for preset in STRIP_PRESETS]
+        videos = [generate_toy(prompt, args.frames, args.seed, preset, model=model) for preset in STRIP_PRESETS]
         path = args.out / strip_name(prompt)
         strip_image(videos, args.every).save(path, optimize=True)
         print(f"{path}: {prompt!r}, seed {args.seed}, rows {', '.join(STRIP_PRESETS)}, every {args.every}th frame")

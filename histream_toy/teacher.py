@@ -120,19 +120,16 @@ def continuation(state: RolloutState, t: int, frames: int, height: int, width: i
 
 def teacher_video(state: RolloutState, latent_frames: int, height: int, width: int):
     """[3, 1 + 4(T-1), H, W] whose pixel group i >= 1 continues the rollout's state at pixel frame 4(i-1) (what
-    latent frame i should show after the generated latent frames < i), plus the [T] bool of groups that have a
-    target (an object seen by then) and the [1 + 4(T-1), H, W] object coverage. Group 0 is frame 0 redrawn crisp
-    at its measured state (or blank), for shape only: stage 2 never trains frame 0 on it."""
-    frames, alphas, ok = [], [], [False] * latent_frames
-    first = continuation(state, 0, 1, height, width, with_mask=True)
+    latent frame i should show after the generated latent frames < i) and whose frame 0 is the generated frame 0
+    redrawn crisp at its measured state; plus the [T] bool of groups that have a target (an object seen by then)
+    and the [1 + 4(T-1), H, W] object coverage."""
     blank = (torch.zeros(3, 1, height, width) - 1, torch.zeros(1, height, width))
-    # frame 0 itself: the measured state at t = 0 (continuation from "frame -1" would move it one step)
-    f0 = _at_frame0(state, height, width) if first is not None else blank
-    frames.append(f0[0])
-    alphas.append(f0[1])
+    seen0 = last_seen(state, 0) is not None
+    first = _at_frame0(state, height, width) if seen0 else blank
+    frames, alphas, ok = [first[0]], [first[1]], [seen0]
     for i in range(1, latent_frames):
         out = continuation(state, 4 * (i - 1), 4, height, width, with_mask=True)
-        ok[i] = out is not None
+        ok.append(out is not None)
         v, a = out if out is not None else (blank[0].expand(3, 4, height, width), blank[1].expand(4, height, width))
         frames.append(v)
         alphas.append(a)

@@ -54,6 +54,8 @@ class RecordedNoise:
 
 def context_frames(i: int) -> list[int]:
     """The generated latent frames latent frame i is made after: the anchor and the window (all early on)."""
+    if i == 0:
+        return []
     return [*range(TOY_ANCHOR), *range(max(TOY_ANCHOR, i - TOY_WINDOW), i)]
 
 
@@ -95,14 +97,19 @@ def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dic
     return out
 
 
-def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res: bool) -> torch.Tensor | None:
-    """Flow-matching loss of the rollout's rows: generated context -> the teacher's continuation."""
+def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res: bool,
+                 coupled_prob: float = 0.0) -> torch.Tensor | None:
+    """Flow-matching loss of the rollout's rows: generated context -> the teacher's continuation; `coupled_prob`
+    of the guided rows (and every guided frame-0 row, when > 0) are reflow rows."""
     gen, target = (roll["gen"], roll["hi"]) if hi_res else (roll["gen_lo"], roll["lo"])
     start_noise = roll["z_hi" if hi_res else "z_lo"]
     weight_cells = roll["w_hi" if hi_res else "w_lo"]
     rows: dict[int, list] = {}
+    # frame 0 (drawn from the prompt alone) only as reflow rows: with fresh noise its crisp redraw is just another
+    # true first frame, which stage 1 already trains on
+    first = 0 if start_noise is not None and coupled_prob > 0 else 1
     for b in range(gen.shape[0]):
-        for i in range(1, gen.shape[2]):
+        for i in range(first, gen.shape[2]):
             if roll["ok"][b, i]:
                 rows.setdefault(len(context_frames(i)), []).append((b, i))
     total, count = 0.0, 0
@@ -117,10 +124,12 @@ def rollout_loss(model, roll: dict, ctx: dict, args, rng: random.Random, hi_res:
         sigma = shifted_sigma(torch.rand(r))
         eps = torch.randn_like(x0)
         drop = torch.rand(r) < args.cond_drop
-        if start_noise is not None and args.coupled_prob > 0:
+        if start_noise is not None and coupled_prob > 0:
             # reflow (rectified flow): the straight path from the noise this frame's sampling started from to the
-            # teacher's frame, so that few euler steps from that noise land on a crisp frame (guided rows only)
-            coupled = (torch.rand(r) < args.coupled_prob) & ~drop
+            # teacher's frame, so that few euler steps from that noise land on a crisp frame (guided rows only;
+            # every guided frame-0 row)
+            first_frame = torch.tensor([i == 0 for _, i in group])
+            coupled = ((torch.rand(r) < coupled_prob) | first_frame) & ~drop
             z = torch.stack([start_noise[b][:, i] for b, i in group])
             eps = torch.where(coupled.view(-1, 1, 1, 1), z, eps)
         s = sigma.view(-1, 1, 1, 1)
@@ -175,7 +184,8 @@ def stage_two(model: CausalWanModel, args, prepared: tuple, log=print) -> dict:
                                args.rollout_latents, preset)
                 roll_seconds += time.time() - tr
             model.train()
-            loss = rollout_loss(model, roll, ctx, args, rng, hi_res)
+            coupled = args.coupled_prob if time.time() - t0 >= 60 * args.coupled_after_minutes else 0.0
+            loss = rollout_loss(model, roll, ctx, args, rng, hi_res, coupled)
             if loss is None:
                 step += 1
                 continue
@@ -210,7 +220,7 @@ def _save_ema(model, ema, info, path):
 
 def _recipe(args) -> dict:
     keys = ("seed", "minutes", "lr", "ema", "rollout_batch", "rollout_latents", "reuse", "data_prob", "max_rows",
-            "coupled_prob", "cond_drop", "object_weight", "threads")
+            "coupled_prob", "coupled_after_minutes", "cond_drop", "object_weight", "threads")
     return {"stage2_" + k: getattr(args, k) for k in keys}
 
 
@@ -219,7 +229,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--init", type=Path, help="stage-1 weights to start from (default: run stage 1 first)")
-    ap.add_argument("--minutes", type=float, default=75.0, help="stage-2 time budget (0 = only --steps)")
+    ap.add_argument("--minutes", type=float, default=70.0, help="stage-2 time budget (0 = only --steps)")
     ap.add_argument("--steps", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=TOY_DIT_PATH)
@@ -231,8 +241,10 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", type=int, default=4, help="steps per rollout")
     ap.add_argument("--data-prob", type=float, default=0.3, help="fraction of steps on stage-1 batches of true clips")
     ap.add_argument("--max-rows", type=int, default=32, help="most rows per context length per step")
-    ap.add_argument("--coupled-prob", type=float, default=0.0,
+    ap.add_argument("--coupled-prob", type=float, default=0.5,
                     help="fraction of guided rows noised with the noise their sampling started from (reflow)")
+    ap.add_argument("--coupled-after-minutes", type=float, default=30.0,
+                    help="reflow rows only after this long (first the teacher's corrections alone)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
