@@ -211,6 +211,17 @@ def stage_two(model: CausalWanModel, args, prepared: tuple, log=print) -> dict:
     return progress_info()
 
 
+def resumed_info(meta: dict, name: str) -> dict:
+    """The --init weights' training record, kept: a stage-2 record already in it (weights that are themselves a
+    stage-2 checkpoint) moves under "stage2_resumed_from", so this run's stage-2 keys do not overwrite it."""
+    base = {k: v for k, v in meta.items() if not k.startswith("stage2_")}
+    earlier = {k: v for k, v in meta.items() if k.startswith("stage2_")}
+    if earlier:
+        base["stage2_resumed_from"] = {**earlier, "file": name}
+    base["stage2_init"] = name
+    return base
+
+
 def _save_ema(model, ema, info, path):
     live = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema)
@@ -267,8 +278,8 @@ def main(argv=None) -> int:
         from safetensors import safe_open
 
         with safe_open(str(args.init), "pt") as f:
-            args.stage1_info = json.loads((f.metadata() or {}).get("histream_toy_dit", "{}"))
-        args.stage1_info["init"] = args.init.name
+            args.stage1_info = resumed_info(json.loads((f.metadata() or {}).get("histream_toy_dit", "{}")),
+                                            args.init.name)
     else:
         model, args.stage1_info = train_dit.train(stage1, log=lambda m: print(m, flush=True), prepared=prepared)
     assert model.config == TOY_WAN_CONFIG
