@@ -21,6 +21,9 @@ def test_toy_weights_load_as_a_wan_model():
     assert TOY_DIT_PATH.stat().st_size < 12 * 2**20
     meta = json.loads(info["metadata"]["histream_toy_dit"])
     assert meta["steps"] > 0 and meta["train_seconds"] > 0 and "final_loss" in meta
+    # stage 2 (train_rollout) on top of stage 1, and the resumed part's record kept
+    assert meta["stage2_steps"] > 0 and meta["stage2_coupled_prob"] > 0
+    assert meta["stage2_resumed_from"]["stage2_steps"] > 0
     model = load_toy_dit()
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
