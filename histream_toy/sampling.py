@@ -1,7 +1,7 @@
 """The embedded toy DiT: its Wan config, its HiStream plans, generation from a prompt and the prompt-accuracy check.
 
-The toy model was trained teacher-forced (each latent frame denoised against clean earlier frames), so it needs more
-than Self-Forcing's four distilled steps: every chunk gets `TOY_STEPS` = 8 steps of the shift-`TOY_SHIFT` flow
+The toy model was trained by flow matching, teacher-forced and then on its own rollouts (train_dit, train_rollout),
+not distilled, so it needs more than Self-Forcing's four distilled steps: every chunk gets `TOY_STEPS` = 8 steps of the shift-`TOY_SHIFT` flow
 schedule; `histream` runs the first half of them at half resolution (4 low + 4 high), `histream_plus` gives later
 chunks 4 steps (2 low + 2 high), `self_forcing` runs all 8 at full resolution with an unbounded cache.
 """
