@@ -62,6 +62,7 @@ def context_frames(i: int) -> list[int]:
 @torch.no_grad()
 def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dict:
     """Generate the specs' prompts, measure them and build the teacher's targets (see the module docstring)."""
+    from .autoencoder import frame_groups
     from .metrics import color_mask
     from .teacher import measure, teacher_video
     from .text import encode_prompt
@@ -87,8 +88,6 @@ def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dic
         for key, a, size in (("w_hi", alpha, 128), ("w_lo", alpha_lo, 64)):
             d = drawn if size == 128 else F.avg_pool2d(drawn[:, None], 2)[:, 0]
             cover = torch.maximum(a, d)
-            from .autoencoder import frame_groups
-
             cells = F.max_pool2d(frame_groups(cover).amax(1)[:, None], 8)[:, 0] > 0.05  # [T, size/8, size/8]
             out[key].append(F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0)
     for key in ("hi", "lo", "ok", "w_hi", "w_lo"):
@@ -167,6 +166,7 @@ def stage_two(model: CausalWanModel, args, prepared: tuple, log=print) -> dict:
         return {"stage2_steps": step, "stage2_seconds": round(time.time() - t0),
                 "stage2_rollout_seconds": round(roll_seconds), "stage2_loss_history": history,
                 "stage2_final_loss": round(sum(tail) / max(1, len(tail)), 4)}
+
     while step < args.steps and time.time() - t0 < budget:
         progress = max(step / args.steps, (time.time() - t0) / budget)
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))

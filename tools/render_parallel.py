@@ -114,6 +114,10 @@ def main(argv=None) -> int:
                                             "width": req.config.width, "height": req.config.height,
                                             "num_frames": req.config.num_frames})}
             save_file({"latent": latent.float().cpu().contiguous()}, args.out, metadata=meta)
+        if grouped:  # tear down together: a rank that leaves while rank 0 still writes can abort in gloo's exit
+            import torch.distributed as dist
+
+            dist.barrier()
     finally:
         if grouped:
             import torch.distributed as dist
@@ -123,4 +127,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # leave without interpreter teardown: gloo's worker threads can still hold tensors then and abort the process
+    # ("terminate called without an active exception") after the work is done and the output written
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
