@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import _DIR_VEC, SPEED_PER_FRAME, draw, parse_prompt
+from .data import _DIR_VEC, SPEED_PER_FRAME, _bounce, draw, parse_prompt
 from .metrics import AREA_RANGE, SHAPE_FILL, background_rows, find_objects
 
 TINT_RANGE = (0.0, 0.35)  # data._layout's background tints
@@ -37,6 +37,18 @@ class RolloutState:
     bottom: list
     centre: torch.Tensor  # [F, 2] the largest object's box centre (NaN where none)
     sign: torch.Tensor  # [F] +1 / -1: the way along the prompted axis the object goes after frame t
+
+    @property
+    def axis(self) -> int:
+        """The prompted motion's axis: 0 = x, 1 = y."""
+        return 0 if self.prompt["direction"] in ("left", "right") else 1
+
+    def placed_centre(self, t: int, height: int, width: int) -> torch.Tensor:
+        """Frame t's box centre kept inside the frame for a box of this size at height x width, with the box's
+        half sides [2] (fractions of each axis)."""
+        side = min(height, width)
+        half = torch.tensor([self.size * side / (2 * width), self.size * side / (2 * height)])
+        return torch.minimum(torch.maximum(self.centre[t], half), 1 - half), half
 
 
 def _frame0_background(video: torch.Tensor) -> tuple[list, list]:
@@ -68,7 +80,7 @@ def measure(video: torch.Tensor, prompt: str) -> RolloutState:
     centre = obj.centroid * torch.tensor([side / w, side / h])
     if p["shape"] == "triangle":  # an upward triangle's centroid lies a third of its half-height below its box's centre
         centre[:, 1] -= size * side / (6 * h)
-    axis = 0 if p["direction"] in ("left", "right") else 1
+    axis = 0 if p["direction"] in ("left", "right") else 1  # RolloutState.axis, before the state exists
     half = size * side / (2 * (w if axis == 0 else h))
     step = SPEED_PER_FRAME[p["speed"]] * side / (w if axis == 0 else h)
     s = _DIR_VEC[p["direction"]][axis]
@@ -101,18 +113,11 @@ def continuation(state: RolloutState, t: int, frames: int, height: int, width: i
     seen = last_seen(state, t)
     if seen is None:
         return None
-    p = state.prompt
-    axis = 0 if p["direction"] in ("left", "right") else 1
-    side = min(height, width)
-    half = torch.tensor([state.size * side / (2 * width), state.size * side / (2 * height)])
-    step = SPEED_PER_FRAME[p["speed"]] * side / (width if axis == 0 else height)
-    start = torch.minimum(torch.maximum(state.centre[seen], half), 1 - half)
+    p, axis = state.prompt, state.axis
+    start, half = state.placed_centre(seen, height, width)
+    step = SPEED_PER_FRAME[p["speed"]] * min(height, width) / (width if axis == 0 else height)
     k = torch.arange(t - seen + 1, t - seen + 1 + frames, dtype=torch.float32)  # frames since `seen`
-    pos = start[axis] + state.sign[seen] * step * k
-    lo, hi = half[axis].item(), 1 - half[axis].item()
-    span = hi - lo
-    u = torch.remainder(pos - lo, 2 * span)  # reflect off the walls (data._bounce)
-    pos = lo + torch.where(u > span, 2 * span - u, u)
+    pos = _bounce(start[axis] + state.sign[seen] * step * k, half[axis].item(), 1 - half[axis].item())
     other = start[1 - axis].expand(frames)
     cx, cy = (pos, other) if axis == 0 else (other, pos)
     return draw(p["color"], p["shape"], state.size, cx, cy, state.top, state.bottom, height, width, with_mask)
@@ -138,7 +143,5 @@ def teacher_video(state: RolloutState, latent_frames: int, height: int, width: i
 
 def _at_frame0(state: RolloutState, height: int, width: int):
     p = state.prompt
-    side = min(height, width)
-    half = torch.tensor([state.size * side / (2 * width), state.size * side / (2 * height)])
-    c = torch.minimum(torch.maximum(state.centre[0], half), 1 - half)
+    c, _ = state.placed_centre(0, height, width)
     return draw(p["color"], p["shape"], state.size, c[:1], c[1:], state.top, state.bottom, height, width, True)

@@ -73,17 +73,27 @@ def object_masks(specs, size: int, frames: int = FRAMES) -> torch.Tensor:
     """[N, T, size/8, size/8] bool: latent cells that show the object in a latent frame or in the one before it
     (where it must appear and where it must vanish), dilated by one cell. Latent frame 0 is pixel frame 0, latent
     frame i >= 1 pixel frames 4i-3..4i (the AE's grouping)."""
-    from .autoencoder import frame_groups
     from .data import render
 
     out = []
     for spec in specs:
         _, alpha = render(spec, frames, size, size, with_mask=True)
-        cells = frame_groups(alpha).amax(1)[:, None]  # [T, 1, size, size]
-        cells = F.max_pool2d(cells, 8)[:, 0] > 0.05  # [T, size/8, size/8]
+        cells = latent_cells(alpha)
         cells = cells | torch.cat([cells[:1], cells[:-1]])  # ... or in the previous latent frame
-        out.append(F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0)
+        out.append(dilate_cells(cells))
     return torch.stack(out)
+
+
+def latent_cells(coverage: torch.Tensor) -> torch.Tensor:
+    """Pixel coverage [1 + 4(T-1), H, W] -> bool [T, H/8, W/8]: the latent cells it touches in each latent frame."""
+    from .autoencoder import frame_groups
+
+    return F.max_pool2d(frame_groups(coverage).amax(1)[:, None], 8)[:, 0] > 0.05
+
+
+def dilate_cells(cells: torch.Tensor) -> torch.Tensor:
+    """bool [T, h, w] grown by one cell (8-neighbourhood)."""
+    return F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0
 
 
 def teacher_forced_mask(n_clean: int, n_noisy: int, chunk: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ._engine import CausalWanModel, HiStreamPipeline
 from .sampling import NEGATIVE_PROMPT, TOY_ANCHOR, TOY_DIT_PATH, TOY_WAN_CONFIG, TOY_WINDOW, toy_config
-from .train_dit import data_batch_loss, save, shifted_sigma, teacher_forced_forward
+from .train_dit import data_batch_loss, dilate_cells, latent_cells, save, shifted_sigma, teacher_forced_forward
 
 ROLLOUT_PRESETS = ("histream", "self_forcing", "histream_plus")
 
@@ -62,7 +62,6 @@ def context_frames(i: int) -> list[int]:
 @torch.no_grad()
 def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dict:
     """Generate the specs' prompts, measure them and build the teacher's targets (see the module docstring)."""
-    from .autoencoder import frame_groups
     from .metrics import color_mask
     from .teacher import measure, teacher_video
     from .text import encode_prompt
@@ -87,9 +86,7 @@ def rollout(model, ae, specs, seed: int, latent_frames: int, preset: str) -> dic
         drawn = color_mask(video[b], state.prompt["color"]).float()
         for key, a, size in (("w_hi", alpha, 128), ("w_lo", alpha_lo, 64)):
             d = drawn if size == 128 else F.avg_pool2d(drawn[:, None], 2)[:, 0]
-            cover = torch.maximum(a, d)
-            cells = F.max_pool2d(frame_groups(cover).amax(1)[:, None], 8)[:, 0] > 0.05  # [T, size/8, size/8]
-            out[key].append(F.max_pool2d(cells[:, None].float(), 3, 1, 1)[:, 0] > 0)
+            out[key].append(dilate_cells(latent_cells(torch.maximum(a, d))))
     for key in ("hi", "lo", "ok", "w_hi", "w_lo"):
         out[key] = torch.stack(out[key])
     out["gen_lo"] = F.avg_pool3d(gen, (1, 2, 2))

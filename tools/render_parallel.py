@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: the repository root holds hist
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+import torch.distributed as dist
 
 from histream_core import CausalWanModel, HiStreamPipeline
 from histream_core.loading import load_wan_state_dict
@@ -51,8 +52,6 @@ def parse(argv=None) -> argparse.Namespace:
 
 def init_group() -> tuple[torch.device, bool]:
     """Join torchrun's group (one per process); returns this process's device and whether a group exists."""
-    import torch.distributed as dist
-
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), False
     if torch.cuda.is_available():
@@ -102,8 +101,6 @@ def main(argv=None) -> int:
                   "latent_shape": list(latent.shape)}
         reports = [report]
         if grouped:  # one line from rank 0 (torchrun interleaves the processes' output)
-            import torch.distributed as dist
-
             reports = [None] * size
             dist.all_gather_object(reports, report)
         if rank == 0:
@@ -115,13 +112,9 @@ def main(argv=None) -> int:
                                             "num_frames": req.config.num_frames})}
             save_file({"latent": latent.float().cpu().contiguous()}, args.out, metadata=meta)
         if grouped:  # tear down together: a rank that leaves while rank 0 still writes can abort in gloo's exit
-            import torch.distributed as dist
-
             dist.barrier()
     finally:
         if grouped:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
     return 0
 
